@@ -1,0 +1,85 @@
+"""The ``python -m bench`` command line.
+
+Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
+``run(args) -> int`` (the exit code). Modules are imported lazily, so ``--help`` is fast and
+one broken subcommand cannot take the others down.
+
+Exit codes: 0 success, 2 bad input (missing file, unknown name, ...), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from bench.errors import UsageError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("bench.run", "run the suite: data, zoo checkpoints, COCO AP, anchors, latency, report"),
+    "data": ("bench.data.cli", "generate the built-in synthetic COCO-format benchmark"),
+    "eval": ("bench.evaluate", "COCO bbox evaluation of a results JSON with pycocotools"),
+    "kernels": ("bench.kernels", "time the Triton kernels against their torch references"),
+    "anchors": ("bench.anchors", "anchors per image of each detector at an input size"),
+    "train": ("bench.train", "train detectors with equal budgets"),
+    "latency": ("bench.latency", "per-stage latency of each detector"),
+    "report": ("bench.report", "regenerate a report from saved results"),
+    "compare": ("bench.compare", "show the differences between two result folders"),
+    "gpu-check": ("bench.gpu_check", "GPU tests, kernel benchmarks and paper-scale latency"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; subcommand modules are imported only when their name is used."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="cornerbench: anchors or no anchors, on your hardware.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _load(name: str):
+    module_name, _ = COMMANDS[name]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and dispatch to the subcommand's module; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        parser.print_usage(sys.stderr)
+        print(
+            f"error: unknown command {name!r}; choose from {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
+        return 2
+    module = _load(name)
+    if module is None:
+        print(f"`python -m bench {name}` is not implemented yet in this version.", file=sys.stderr)
+        return 2
+    sub = argparse.ArgumentParser(prog=f"python -m bench {name}", description=COMMANDS[name][1])
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
