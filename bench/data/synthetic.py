@@ -1,0 +1,434 @@
+"""The built-in synthetic benchmark: coloured shapes on cluttered backgrounds, in COCO format.
+
+Built to exercise what the CornerNet paper argues about (box corners outside the object,
+overlapping instances of one category, sizes from 6 px to most of the image, aspect ratios
+1:5 to 5:1, clutter); see ``CONVENTIONS`` for the full description and annotation rules, which
+are also written into the dataset card.
+
+Every image is rendered from its own RNG, seeded by (seed, split, index), so the output is
+byte-identical for a seed whatever the number of worker processes.
+
+Public: ``generate_synthetic``, ``ensure_synthetic``, ``validate_params``, ``CATEGORIES``,
+``PRESETS``, ``FINGERPRINT_NAME``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from pycocotools import mask as mask_utils
+
+from bench.errors import UsageError
+
+# (id, name, supercategory); ids spread over 1..90 like COCO's, so the id mapping is exercised.
+CATEGORIES: tuple[tuple[int, str, str], ...] = (
+    (2, "rectangle", "boxlike"),
+    (5, "frame", "boxlike"),
+    (11, "ellipse", "round"),
+    (17, "triangle", "polygon"),
+    (28, "parallelogram", "polygon"),
+    (36, "ring", "round"),
+    (49, "crescent", "round"),
+    (64, "star", "polygon"),
+    (88, "cross", "polygon"),
+)
+PRESETS: dict[str, dict[str, int]] = {
+    "default": {"num_train": 3000, "num_val": 500, "image_size": 128, "seed": 0},
+    "smoke": {"num_train": 64, "num_val": 32, "image_size": 128, "seed": 0},
+}
+GENERATOR_VERSION = 1  # bump when the rendering changes, so ensure_synthetic regenerates
+FINGERPRINT_NAME = "synthetic.json"
+MIN_VISIBLE = 0.3  # objects with less of their mask visible are dropped from the annotations
+MIN_SIZE = 6.0  # smallest box size, sqrt(w * h), in pixels
+MAX_ASPECT = 5.0  # box aspect ratios w/h lie in [1 / MAX_ASPECT, MAX_ASPECT]
+_SPLITS = ("train", "val")
+TITLE = "cornerbench synthetic shapes"
+CONVENTIONS = """
+- Nine categories with non-contiguous ids (2..88, as COCO's 1..90): box-like `rectangle` and
+  `frame`, and shapes whose box corners lie outside the object: `ellipse`, `triangle`,
+  `parallelogram`, `ring`, `crescent`, `star`, `cross`. Object colours and textures (flat,
+  gradient, stripes, checks) are random, backgrounds textured, so colour thresholds fail.
+- `bbox` [x, y, w, h] in pixels is tight around the object's full drawn mask, before later
+  objects occlude it; `area` is the pixel count of that mask and `segmentation` its RLE, so
+  bbox, area and segmentation describe the same pixels, as in COCO.
+- `visible_fraction` (extra field) is the share of those pixels still visible. Objects with
+  less than 30% visible are dropped from the annotations (their visible remains stay in the
+  image as clutter); the dropped count is in `synthetic.json` and below.
+- `iscrowd` is 0 everywhere.
+- Images are 8-bit RGB PNG named `NNNNNN.png`; image ids are 1..N in file order.
+- Box sizes sqrt(w*h) are drawn log-uniform from 6 px to 90% of the image, aspect ratios w/h
+  log-uniform in [1/5, 5]; annotations are measured on the drawn mask, so their ranges differ
+  slightly (a crescent is smaller than its circle). 2..9 objects from 1..3 categories per
+  image, half of them placed over an earlier object; unlabelled clutter (blobs, polylines,
+  dots, lines over objects) and pixel noise.
+"""
+
+
+def validate_params(num_train: int, num_val: int, image_size: int, seed: int) -> None:
+    """Raise ``UsageError`` naming the first bad generation parameter."""
+    checks = (
+        ("--num-train", num_train, 1, 10_000_000),
+        ("--num-val", num_val, 1, 10_000_000),
+        ("--image-size", image_size, 32, 4096),
+        ("--seed", seed, 0, 2**63 - 1),
+    )
+    for flag, value, lo, hi in checks:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise UsageError(f"{flag} must be an integer, got {value!r}")
+        if not lo <= value <= hi:
+            raise UsageError(f"{flag} must be between {lo} and {hi}, got {value}")
+
+
+# ---------------------------------------------------------------- shapes
+def _ellipse(n: int, rx: float = 1.0, ry: float = 1.0, cx: float = 0.0, cy: float = 0.0):
+    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
+
+
+def _shape(name: str, w: float, h: float, rng: np.random.Generator):
+    """Outer polygons, hole polygons (arrays of (x, y) in local units) and whether to rotate.
+
+    (w, h) is the target box in pixels, used to keep strokes and arms even in pixels.
+    """
+    short = min(w, h)
+    n = int(np.clip((w + h) * 1.2, 16, 96))  # polygon vertices for round shapes
+    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float64)
+    if name == "rectangle":
+        return [square], [], False
+    if name == "frame":
+        t = rng.uniform(0.15, 0.3) * short
+        tx, ty = t / w, t / h
+        return [square], [np.array([[tx, ty], [1 - tx, ty], [1 - tx, 1 - ty], [tx, 1 - ty]])], False
+    if name == "ellipse":
+        return [_ellipse(n, 1.0, rng.uniform(0.3, 1.0))], [], True
+    if name == "triangle":  # vertices a third of a turn apart, jittered: no slivers
+        angles = np.arange(3) * (2 * np.pi / 3) + rng.uniform(-0.6, 0.6, 3)
+        return [np.stack([np.cos(angles), np.sin(angles)], axis=1)], [], True
+    if name == "parallelogram":
+        r = rng.uniform(1.0, 3.0)
+        rect = square * np.array([r, 1.0])
+        angle = rng.uniform(20, 70) * np.pi / 180 * rng.choice([-1, 1])
+        c, s = np.cos(angle), np.sin(angle)
+        return [rect @ np.array([[c, s], [-s, c]])], [], False
+    if name == "ring":
+        k = rng.uniform(0.45, 0.7)
+        return [_ellipse(n)], [_ellipse(n, k, k)], False
+    if name == "crescent":
+        k, d, phi = rng.uniform(0.75, 1.0), rng.uniform(0.35, 0.7), rng.uniform(0, 2 * np.pi)
+        return [_ellipse(n)], [_ellipse(n, k, k, d * np.cos(phi), d * np.sin(phi))], False
+    if name == "star":
+        t = np.linspace(0, 2 * np.pi, 10, endpoint=False)
+        r = np.where(np.arange(10) % 2 == 0, 1.0, rng.uniform(0.38, 0.55))
+        return [np.stack([r * np.cos(t), r * np.sin(t)], axis=1)], [], True
+    if name == "cross":
+        a = rng.uniform(0.25, 0.4) * short
+        ax, ay = 0.5 - a / (2 * w), 0.5 - a / (2 * h)
+        bx, by = 1 - ax, 1 - ay
+        pts = [(ax, 0), (bx, 0), (bx, ay), (1, ay), (1, by), (bx, by)]
+        pts += [(bx, 1), (ax, 1), (ax, by), (0, by), (0, ay), (ax, ay)]
+        return [np.array(pts, dtype=np.float64)], [], False
+    raise ValueError(f"unknown shape {name!r}")
+
+
+def _place(outer, holes, rotate: bool, box, rng: np.random.Generator):
+    """Rotate (optionally) and stretch the polygons so the outer ones fill ``box`` exactly."""
+    if rotate:
+        a = rng.uniform(0, 2 * np.pi)
+        rot = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+        outer, holes = [p @ rot for p in outer], [p @ rot for p in holes]
+    pts = np.concatenate(outer)
+    lo, span = pts.min(0), np.maximum(pts.max(0) - pts.min(0), 1e-9)
+    x0, y0, w, h = box
+    # pixel (i, j) covers [i, i + 1): PIL fills pixels whose centres the polygon covers
+    to_px = lambda p: (p - lo) / span * np.array([w, h]) + np.array([x0, y0]) - 0.5  # noqa: E731
+    return [to_px(p) for p in outer], [to_px(p) for p in holes]
+
+
+# ---------------------------------------------------------------- rendering
+def _texture(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, amp: float) -> np.ndarray:
+    """(h, w, 1) float32 zero-mean pattern on pixel grids ``ys``, ``xs``: flat, gradient,
+    stripes or checks."""
+    kind, phi = rng.integers(4), rng.uniform(0, np.pi)
+    u = xs * np.float32(np.cos(phi)) + ys * np.float32(np.sin(phi))
+    if kind == 0:
+        t = np.zeros_like(u)
+    elif kind == 1:
+        t = (u - u.min()) * (2.0 / max(float(np.ptp(u)), 1.0)) - 1.0
+    elif kind == 2:
+        t = np.sin(u * np.float32(2 * np.pi / rng.uniform(3, 12)))
+    else:
+        c = rng.integers(2, 9)
+        t = ((xs // c + ys // c) % 2) * 2.0 - 1.0
+    return (t * np.float32(amp))[..., None]
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(S, S, 3) float32 base colour + low-frequency colour noise + a texture."""
+    k = int(rng.integers(2, 7))
+    blobs = np.clip(128 + rng.normal(0, 50, (k, k, 3)), 0, 255).astype(np.uint8)
+    low = np.asarray(Image.fromarray(blobs).resize((size, size), Image.BICUBIC), np.float32)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    base = rng.uniform(40, 215, 3).astype(np.float32)
+    return base + (low - 128) + _texture(rng, ys, xs, 25)
+
+
+def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, count: int) -> None:
+    """Unlabelled distractors: jagged blobs, polylines and dots in random colours."""
+    for _ in range(count):
+        colour = (*(int(c) for c in rng.integers(0, 256, 3)), 255)
+        kind = rng.integers(3)
+        cx, cy = rng.uniform(0, size, 2)
+        if kind == 0:
+            r = rng.uniform(2, max(3, size / 8)) * rng.uniform(0.3, 1.0, int(rng.integers(7, 16)))
+            t = np.sort(rng.uniform(0, 2 * np.pi, r.size))
+            draw.polygon([(cx + a * np.cos(b), cy + a * np.sin(b)) for a, b in zip(r, t)], colour)
+        elif kind == 1:
+            pts = np.cumsum(rng.normal(0, size / 6, (int(rng.integers(2, 5)), 2)), 0) + (cx, cy)
+            draw.line([tuple(p) for p in pts], colour, width=int(rng.integers(1, 3)))
+        else:
+            r = rng.uniform(1, 3)
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), colour)
+
+
+def _sample_box(rng: np.random.Generator, size: int, others: list) -> list[float]:
+    aspect = float(np.exp(rng.uniform(-np.log(MAX_ASPECT), np.log(MAX_ASPECT))))
+    s_max = 0.9 * size / np.sqrt(max(aspect, 1 / aspect))  # both sides fit in 90% of the image
+    s_min = max(MIN_SIZE, 3.0 * np.sqrt(max(aspect, 1 / aspect)))  # shorter side >= 3 px
+    s = float(np.exp(rng.uniform(np.log(s_min), np.log(max(s_max, s_min)))))
+    w, h = min(s * np.sqrt(aspect), size - 1.0), min(s / np.sqrt(aspect), size - 1.0)
+    if others and rng.random() < 0.5:  # overlap an earlier object
+        ox, oy, ow, oh = others[int(rng.integers(len(others)))]
+        x = ox + ow / 2 + rng.uniform(-0.6, 0.6) * (ow + w) / 2 - w / 2
+        y = oy + oh / 2 + rng.uniform(-0.6, 0.6) * (oh + h) / 2 - h / 2
+    else:
+        x, y = rng.uniform(0, size - w), rng.uniform(0, size - h)
+    return [float(np.clip(x, 0, size - w)), float(np.clip(y, 0, size - h)), w, h]
+
+
+def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[dict], int]:
+    """Render one image.
+
+    Returns the (S, S, 3) uint8 image, its annotations (``category_id``, ``bbox``, ``area``,
+    ``segmentation``, ``visible_fraction``; no ids yet) and the number of objects dropped for
+    being more than 70% occluded.
+    """
+    canvas = _background(rng, size)
+    clutter = Image.new("RGBA", (size, size))  # alpha marks the clutter's pixels
+    _clutter(ImageDraw.Draw(clutter), rng, size, int(rng.integers(2, 8)))
+    rgba = np.asarray(clutter, np.float32)
+    canvas[rgba[..., 3] > 0] = rgba[..., :3][rgba[..., 3] > 0]
+    n = int(rng.integers(2, 10))
+    cats = rng.choice(len(CATEGORIES), size=int(rng.integers(1, 4)), replace=False)
+    cats = rng.choice(cats, size=n)
+    boxes: list[list[float]] = []
+    for _ in range(n):
+        boxes.append(_sample_box(rng, size, boxes))
+    order = np.arange(n)
+    if rng.random() < 0.5:  # usually draw large objects first, so fewer are buried
+        order = np.argsort([-b[2] * b[3] for b in boxes], kind="stable")
+    owner = np.full((size, size), -1, np.int16)
+    objects = []  # (category index, full mask, slice of its box)
+    for i, j in enumerate(order):
+        outer, holes, rot = _shape(CATEGORIES[cats[j]][1], boxes[j][2], boxes[j][3], rng)
+        outer, holes = _place(outer, holes, rot, boxes[j], rng)
+        m_img = Image.new("L", (size, size))
+        draw = ImageDraw.Draw(m_img)
+        for polygon, fill in [(p, 255) for p in outer] + [(p, 0) for p in holes]:
+            draw.polygon([tuple(q) for q in polygon], fill=fill)
+        x, y, w, h = boxes[j]  # all work below is on the box (plus a pixel), not the image
+        y0, y1 = max(int(y) - 1, 0), min(int(y + h) + 2, size)
+        box = np.s_[y0:y1, max(int(x) - 1, 0) : min(int(x + w) + 2, size)]
+        full = np.asarray(m_img) > 0
+        m = full[box]
+        colour = rng.uniform(0, 255, 3).astype(np.float32)
+        if m.any() and np.abs(canvas[box][m].mean(0) - colour).mean() < 40:  # keep contrast
+            colour = (colour + 128) % 256
+        ys, xs = np.mgrid[box].astype(np.float32)
+        canvas[box][m] = (colour + _texture(rng, ys, xs, rng.uniform(0, 40)))[m]
+        owner[box][m] = i
+        objects.append((int(cats[j]), full, box))
+    lines = Image.new("L", (size, size))  # a few lines over the objects
+    for _ in range(int(rng.integers(0, 3))):
+        ImageDraw.Draw(lines).line([tuple(p) for p in rng.uniform(0, size, (2, 2))], fill=255)
+    lm = np.asarray(lines) > 0
+    canvas[lm] = rng.uniform(0, 255, 3).astype(np.float32)
+    owner[lm] = -1
+    canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * np.float32(rng.uniform(2, 10))
+    image = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
+
+    anns, dropped = [], 0
+    for i, (cat, full, box) in enumerate(objects):
+        m = full[box]
+        area = int(m.sum())
+        if area == 0 or (owner[box][m] == i).sum() < MIN_VISIBLE * area:
+            dropped += 1
+            continue
+        rows, cols = np.flatnonzero(full.any(1)), np.flatnonzero(full.any(0))
+        rle = mask_utils.encode(np.asfortranarray(full, dtype=np.uint8))
+        x0, y0, x1, y1 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+        rle = {"size": [size, size], "counts": rle["counts"].decode("ascii")}
+        visible = round(float((owner[box][m] == i).mean()), 3)
+        anns.append(
+            dict(category_id=CATEGORIES[cat][0], bbox=[x0, y0, x1 - x0, y1 - y0], area=area)
+            | dict(segmentation=rle, iscrowd=0, visible_fraction=visible)
+        )
+    return image, anns, dropped
+
+
+def _render_to_file(job: tuple[str, int, int, int, int]) -> tuple[list[dict], int]:
+    """Worker: render image ``index`` of a split, write it as PNG, return its annotations."""
+    folder, split_code, index, size, seed = job
+    rng = np.random.default_rng(np.random.SeedSequence([seed, split_code, index]))
+    image, anns, dropped = render_image(rng, size)
+    Image.fromarray(image).save(os.path.join(folder, f"{index:06d}.png"), compress_level=1)
+    return anns, dropped
+
+
+# ---------------------------------------------------------------- writing a dataset
+def _generate_split(root: Path, split: str, num: int, size: int, seed: int, workers: int) -> dict:
+    """Render one split into ``root/split/`` and write its COCO JSON; returns its counts."""
+    (root / split).mkdir()
+    jobs = [(str(root / split), _SPLITS.index(split), i, size, seed) for i in range(num)]
+    if workers <= 1 or num < 4 * workers:
+        results: list[tuple[list[dict], int]] = [_render_to_file(j) for j in jobs]
+    else:
+        # fork on Linux (fast; workers use only numpy and PIL), spawn elsewhere
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        with multiprocessing.get_context(method).Pool(workers) as pool:
+            results = pool.map(_render_to_file, jobs, chunksize=max(1, num // (workers * 8)))
+    images, annotations, dropped = [], [], 0
+    for i, (anns, n_dropped) in enumerate(results):
+        images.append({"id": i + 1, "file_name": f"{i:06d}.png", "width": size, "height": size})
+        for ann in anns:
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **ann})
+        dropped += n_dropped
+    info = {"description": TITLE, "version": str(GENERATOR_VERSION), "seed": seed}
+    coco = {
+        "info": info,
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c, "name": n, "supercategory": s} for c, n, s in CATEGORIES],
+    }
+    ann_file = root / "annotations" / f"instances_{split}.json"
+    ann_file.write_text(json.dumps(coco, separators=(",", ":")))
+    return {"images": num, "annotations": len(annotations), "dropped_occluded": dropped}
+
+
+def _read_fingerprint(root: Path) -> dict | None:
+    try:
+        data = json.loads((root / FINGERPRINT_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("generator") == __name__ else None
+
+
+def generate_synthetic(
+    out: str | Path,
+    *,
+    num_train: int = PRESETS["default"]["num_train"],
+    num_val: int = PRESETS["default"]["num_val"],
+    image_size: int = PRESETS["default"]["image_size"],
+    seed: int = PRESETS["default"]["seed"],
+    workers: int | None = None,
+    overwrite: bool = False,
+    card: bool = True,
+) -> Path:
+    """Write the synthetic dataset to ``out`` and return its (absolute) path.
+
+    Layout: ``out/{train,val}/NNNNNN.png``, ``out/annotations/instances_{train,val}.json``,
+    ``out/synthetic.json`` (parameters and counts) and, with ``card``, the dataset card
+    (``README.md``, ``card.json``, ``card_stats.png``, ``card_samples.png``).
+
+    Everything is written into ``out.tmp-XXXX`` beside ``out`` and renamed at the end, so an
+    interrupted run never leaves a folder that looks complete. An existing non-empty ``out``
+    is a ``UsageError`` unless ``overwrite``, and is only ever replaced when it holds a
+    ``synthetic.json`` of this generator. ``workers`` defaults to the CPU count (at most 8).
+    """
+    validate_params(num_train, num_val, image_size, seed)
+    workers = min(os.cpu_count() or 1, 8) if workers is None else int(workers)
+    if workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {workers}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UsageError(
+                f"output folder {out} exists and is not empty; pass --overwrite to replace it "
+                "or choose another --out"
+            )
+        if _read_fingerprint(out) is None:
+            raise UsageError(
+                f"output folder {out} is not empty and holds no {FINGERPRINT_NAME}: it is not a "
+                "cornerbench synthetic dataset, so it is not replaced; choose another --out"
+            )
+    token, final = secrets.token_hex(4), out.resolve()  # resolved: "." has no name
+    tmp = final.with_name(f"{final.name}.tmp-{token}")
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / "annotations").mkdir()
+        params = {"num_train": num_train, "num_val": num_val, "image_size": image_size}
+        params["seed"] = seed
+        info = {"generator": __name__, "version": GENERATOR_VERSION, "params": params}
+        info["counts"] = {
+            split: _generate_split(tmp, split, num, image_size, seed, workers)
+            for split, num in zip(_SPLITS, (num_train, num_val))
+        }
+        if card:
+            from bench.data.card import write_card  # matplotlib: imported only when needed
+
+            splits = {s: (tmp / s, tmp / "annotations" / f"instances_{s}.json") for s in _SPLITS}
+            write_card(tmp, splits, title=TITLE, generator=info, conventions=CONVENTIONS)
+        # the fingerprint is written last: a folder with it is complete
+        (tmp / FINGERPRINT_NAME).write_text(json.dumps(info, indent=2) + "\n")
+        if final.exists():
+            old = final.with_name(f"{final.name}.old-{token}")
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def ensure_synthetic(
+    root: str | Path, *, workers: int | None = None, card: bool = True, **params: int
+) -> Path:
+    """Return ``root`` (absolute), generating the synthetic set there unless it is complete.
+
+    ``params`` (``num_train``, ``num_val``, ``image_size``, ``seed``) override
+    ``PRESETS["default"]``; ``ensure_synthetic(root, **PRESETS["smoke"])`` gives the small set.
+    Complete means: ``root/synthetic.json`` names this generator version and these parameters,
+    and both annotation files and image folders (with the right image counts) exist. A stale
+    set made by this generator is replaced; a non-empty folder that is not one raises
+    ``UsageError``.
+    """
+    unknown = set(params) - set(PRESETS["default"])
+    if unknown:
+        raise UsageError(f"unknown synthetic parameters {sorted(unknown)}")
+    params = {**PRESETS["default"], **params}
+    validate_params(**params)
+    root = Path(root).resolve()
+    info = _read_fingerprint(root)
+    if info and info.get("version") == GENERATOR_VERSION and info.get("params") == params:
+        complete = all(
+            (root / "annotations" / f"instances_{split}.json").is_file()
+            and (root / split).is_dir()
+            and sum(1 for _ in os.scandir(root / split)) == params[f"num_{split}"]
+            for split in _SPLITS
+        )
+        if complete:
+            return root
+    return generate_synthetic(root, **params, workers=workers, overwrite=True, card=card)
