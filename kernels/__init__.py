@@ -1,0 +1,24 @@
+"""Triton kernels with their torch references (no nn.Module, nothing from detectors/ or bench/)."""
+
+from kernels.corner_pool import (
+    corner_pool,
+    corner_pool_cummax,
+    corner_pool_loop,
+    corner_pool_reference,
+    fused_corner_pool,
+    fused_corner_pool_reference,
+)
+from kernels.heatmap import cornernet_decode, heatmap_peaks
+from kernels.soft_nms import soft_nms
+
+__all__ = [
+    "cornernet_decode",
+    "corner_pool",
+    "corner_pool_cummax",
+    "corner_pool_loop",
+    "corner_pool_reference",
+    "fused_corner_pool",
+    "fused_corner_pool_reference",
+    "heatmap_peaks",
+    "soft_nms",
+]

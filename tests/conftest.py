@@ -21,6 +21,11 @@ import torch  # noqa: E402
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Tests run tiny tensors, where a second intra-op thread costs more than it gains, and on a
+# shared 2-core machine oversubscription made some tests 10-40x slower. Override with
+# CORNERBENCH_TEST_THREADS (benchmarks of CPU paths may want the machine's default).
+torch.set_num_threads(int(os.environ.get("CORNERBENCH_TEST_THREADS", "1")))
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 

@@ -1,0 +1,401 @@
+"""Per-stage latency of a detector, and ``python -m bench latency``.
+
+Protocol (every figure in milliseconds, per call of a batch; batch 1 = per image):
+
+- ``model.eval()`` under ``torch.inference_mode()``; ``warmup`` untimed iterations, then
+  ``iters`` timed ones (:func:`bench.timing.measure_stages`: ``time.perf_counter`` on the CPU,
+  CUDA events with one synchronisation before and after the timed loop on a GPU).
+- Stages of one iteration, on raw images (uint8 (3, H, W) as decoded from the file, cycled):
+  ``preprocess``: copy to the device, scale to [0, 1], letterbox to the input size, normalise
+  with the training mean/std (:func:`bench.train.normalize_images`), cast to the dtype, stack;
+  ``forward``: backbone and heads (the detector's own input padding included);
+  ``decode``: the detector's decode and NMS on float32 outputs, boxes mapped back to the raw
+  image (:func:`bench.data.transforms.invert_boxes`);
+  ``end_to_end``: the whole iteration (the sum plus what lies between stages).
+- :func:`summarize` gives ``p50``, ``p90``, ``p99``, ``mean`` and ``n`` per stage.
+- Labelled variants of the forward stage: ``eager``; ``compile`` (``torch.compile(model)``,
+  compiled during warm-up); ``cudagraphs`` (``torch.compile(model, backend="cudagraphs")``:
+  CUDA graph replay without Inductor; CUDA only). Compiled variants get at least
+  ``COMPILED_WARMUP`` warm-up calls.
+
+``python -m bench latency --suite synthetic`` times the registry's detectors on the tiny
+backbone at 128 px with 9 classes (the synthetic benchmark); ``--suite paper`` on the full
+Hourglass-104 (``backbone="hg104"``) at 511 x 511 with 80 classes, beside the CornerNet paper's
+244 ms per image on a Titan X. Every detector gets the same 511 px letterboxed input; those
+whose backbone or pyramid needs a multiple of 32 zero-pad it to 512 inside ``forward`` (counted
+in forward latency and in anchors), CornerNet uses 511 as its release does. Weights are random
+(latency does not depend on them, except through how many boxes reach NMS). Raw images are
+rendered by the synthetic generator (:func:`bench.data.synthetic.render_image`) in memory.
+On a CPU the paper suite warns and runs few iterations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.errors import UsageError
+from bench.timing import TOTAL, measure_stages, summarize
+
+__all__ = [
+    "DTYPES",
+    "END_TO_END",
+    "PAPER_CORNERNET_MS",
+    "STAGES",
+    "VARIANTS",
+    "add_arguments",
+    "flatten_latency",
+    "load_raw_images",
+    "make_forward",
+    "measure_latency",
+    "preprocess",
+    "render_raw_images",
+    "resolve_device",
+    "run",
+    "run_suite",
+]
+
+STAGES: tuple[str, ...] = ("preprocess", "forward", "decode")
+END_TO_END = "end_to_end"
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+VARIANTS: tuple[str, ...] = ("eager", "compile", "cudagraphs")
+# CornerNet paper, section 4.5: "244ms per image on a Titan X (PASCAL) GPU", Hourglass-104
+PAPER_CORNERNET_MS = 244.0
+# suite -> (backbone, input size, classes, raw image size)
+SUITES: dict[str, tuple[str, int, int, int]] = {
+    "synthetic": ("tiny", 128, 9, 128),  # the built-in benchmark: 9 categories, 128 px
+    "paper": ("hg104", 511, 80, 640),  # COCO: 80 classes, the release's 511 px test input
+}
+# (warm-up, timed iterations) by device type; a GPU always gets at least 100 timed images
+DEFAULT_ITERS: dict[tuple[str, str], tuple[int, int]] = {
+    ("synthetic", "cpu"): (3, 20),
+    ("paper", "cpu"): (1, 3),
+    ("synthetic", "cuda"): (10, 100),
+    ("paper", "cuda"): (10, 100),
+}
+# compiled variants compile (and may recompile) during their first calls
+COMPILED_WARMUP = 10
+Builder = Callable[..., torch.nn.Module]
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``"cpu"``, ``"cuda"`` or None (CUDA when available); UsageError for CUDA without one."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name!r}: expected cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def preprocess(
+    raw: torch.Tensor, input_size: int, device: torch.device | str, dtype: torch.dtype
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """A raw image (3, H, W) uint8 (or float in [0, 1]) -> the network input (3, S, S).
+
+    Letterboxed to ``input_size`` (S), normalised, cast to ``dtype`` on ``device``. Returns the
+    input and the letterbox ``meta`` that :func:`bench.data.transforms.invert_boxes` needs.
+    """
+    from bench.data.transforms import Letterbox
+    from bench.train import normalize_images
+
+    if not isinstance(raw, torch.Tensor) or raw.dim() != 3 or raw.shape[0] != 3:
+        what = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
+        raise ValueError(f"raw image must be a (3, H, W) tensor, got {what}")
+    x = raw.to(device, non_blocking=True)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    x, target = Letterbox(input_size)(x, {})
+    return normalize_images(x[None])[0].to(dtype), target["meta"]
+
+
+def float32_outputs(obj: Any) -> Any:
+    """Floating tensors in nested dicts/lists/tuples -> float32 (decoding runs in float32)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.float() if obj.is_floating_point() else obj
+    if isinstance(obj, Mapping):
+        return {k: float32_outputs(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(float32_outputs(v) for v in obj)
+    return obj
+
+
+def make_forward(model: torch.nn.Module, variant: str, device: torch.device) -> Callable:
+    """The forward callable of a labelled variant (see the module docstring)."""
+    if variant == "eager":
+        return model
+    if variant == "compile":
+        return torch.compile(model)
+    if variant == "cudagraphs":
+        if device.type != "cuda":
+            raise UsageError("variant cudagraphs needs --device cuda")
+        return torch.compile(model, backend="cudagraphs")
+    raise UsageError(f"latency variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+
+
+def measure_latency(
+    model: torch.nn.Module,
+    raw_images: Sequence[torch.Tensor],
+    *,
+    input_size: int,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    batch: int = 1,
+    warmup: int,
+    iters: int,
+    forward: Callable | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per-stage latency of ``model`` (already on ``device`` in ``dtype``) on ``raw_images``.
+
+    Args:
+        raw_images: (3, H, W) uint8 tensors (on the CPU), cycled through, ``batch`` per call.
+        forward: the forward callable (default ``model``; see :func:`make_forward`).
+
+    Returns:
+        ``{"preprocess" | "forward" | "decode" | "end_to_end": {"p50", "p90", "p99", "mean",
+        "n"}}`` in ms per call of ``batch`` images.
+    """
+    if not raw_images:
+        raise ValueError("measure_latency needs at least one raw image, got none")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be an int >= 1, got {batch!r}")
+    device = torch.device(device)
+    fwd = model if forward is None else forward
+    sizes = [(input_size, input_size)] * batch
+    counter = itertools.count()
+    n = len(raw_images)
+
+    def step(timer) -> list[torch.Tensor]:
+        first = next(counter) * batch
+        chosen = [raw_images[(first + j) % n] for j in range(batch)]
+        with timer.stage("preprocess"):
+            prepared = [preprocess(im, input_size, device, dtype) for im in chosen]
+            x = torch.stack([p[0] for p in prepared])  # (B, 3, S, S)
+        with timer.stage("forward"):
+            outputs = fwd(x)
+        with timer.stage("decode"):
+            from bench.data.transforms import invert_boxes
+
+            dets = model.decode(float32_outputs(outputs), sizes)
+            boxes = [invert_boxes(d.boxes, p[1]) for d, p in zip(dets, prepared)]
+        return boxes
+
+    model.eval()
+    with torch.inference_mode():
+        times = measure_stages(step, warmup=warmup, iters=iters, device=device)
+    out = {name: summarize(times[name]) for name in STAGES}
+    out[END_TO_END] = summarize(times[TOTAL])
+    return out
+
+
+def flatten_latency(stats: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """Result-row columns: ``latency_ms_{p50,p90,p99,mean}`` (end to end), per-stage
+    ``latency_<stage>_ms_p50`` (medians), ``latency_iters`` and ``latency`` (everything)."""
+    e2e = stats[END_TO_END]
+    row: dict[str, Any] = {f"latency_ms_{k}": e2e[k] for k in ("p50", "p90", "p99", "mean")}
+    for stage in STAGES:
+        row[f"latency_{stage}_ms_p50"] = stats[stage]["p50"]
+    row["latency_iters"] = int(e2e["n"])
+    row["latency"] = {k: dict(v) for k, v in stats.items()}
+    return row
+
+
+def load_raw_images(paths: Sequence[str | os.PathLike]) -> list[torch.Tensor]:
+    """Image files decoded to raw (3, H, W) uint8 RGB tensors (the input of ``preprocess``)."""
+    from PIL import Image
+
+    images = []
+    for path in paths:
+        with Image.open(path) as im:
+            array = np.array(im.convert("RGB"))  # (H, W, 3) uint8
+        images.append(torch.from_numpy(array).permute(2, 0, 1).contiguous())
+    return images
+
+
+def render_raw_images(count: int, size: int, seed: int = 0) -> list[torch.Tensor]:
+    """``count`` synthetic-benchmark images of ``size`` px, as raw (3, S, S) uint8 tensors."""
+    from bench.data.synthetic import render_image
+
+    images = []
+    for i in range(count):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 7, i]))
+        array = render_image(rng, size)[0]  # (S, S, 3) uint8
+        images.append(torch.from_numpy(array).permute(2, 0, 1).contiguous())
+    return images
+
+
+# ---- python -m bench latency --------------------------------------------------------------
+
+
+def run_suite(
+    names: Sequence[str],
+    *,
+    suite: str,
+    device: torch.device,
+    dtype: str = "fp32",
+    warmup: int,
+    iters: int,
+    batches: Sequence[int] = (1,),
+    variants: Sequence[str] = ("eager",),
+    input_size: int | None = None,
+    builders: Mapping[str, Builder],
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Time each detector of ``names`` (random weights) on ``suite``; one row per (detector,
+    batch, variant) with detector, backbone, input_size, device, dtype, batch, variant,
+    params and :func:`flatten_latency`'s columns (``paper_ms`` for CornerNet on paper)."""
+    backbone, default_size, num_classes, raw_size = SUITES[suite]
+    size = input_size or default_size
+    raw = render_raw_images(4, raw_size)
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        model = builders[name](num_classes, backbone=backbone, preset="synthetic")
+        model = model.to(device=device, dtype=DTYPES[dtype]).eval()
+        params = sum(p.numel() for p in model.parameters())
+        for variant, batch in itertools.product(variants, batches):
+            if progress is not None:
+                progress(f"{name} ({variant}, batch {batch})")
+            fwd = make_forward(model, variant, device)
+            stats = measure_latency(
+                model, raw, input_size=size, device=device, dtype=DTYPES[dtype], batch=batch,
+                warmup=warmup if variant == "eager" else max(warmup, COMPILED_WARMUP),
+                iters=iters, forward=fwd,
+            )  # fmt: skip
+            row = {"detector": name, "backbone": backbone, "input_size": size}
+            row.update(device=device.type, dtype=dtype, batch=batch, variant=variant)
+            row.update(weights="random", params=params, **flatten_latency(stats))
+            if suite == "paper" and name == "cornernet":
+                row["paper_ms"] = PAPER_CORNERNET_MS
+            rows.append(row)
+        del model
+    return rows
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    """``"1,2,4"`` -> [1, 2, 4]; UsageError naming ``option`` unless all are ints >= 1."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise UsageError(f"{option} {text!r}: expected comma-separated integers >= 1")
+    return list(dict.fromkeys(values))
+
+
+def parse_detectors(text: str | None, builders: Mapping[str, Builder]) -> list[str]:
+    """Names from ``--detectors a,b`` (default: all of ``builders``); UsageError if unknown."""
+    if text is None or text == "all":
+        return list(builders)
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in builders]
+    if unknown or not names:
+        raise UsageError(
+            f"--detectors {text!r}: unknown {', '.join(unknown) or '(none given)'}; expected "
+            f"a comma-separated list from {', '.join(builders)}"
+        )
+    return names
+
+
+def available_builders() -> dict[str, Builder]:
+    """The registry's builders whose modules are importable."""
+    from detectors import DETECTORS, is_available
+
+    return {name: build for name, build in DETECTORS.items() if is_available(name)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m bench latency``."""
+    parser.add_argument("--suite", choices=sorted(SUITES), default="synthetic")
+    parser.add_argument("--detectors", default=None, help="comma-separated names (default all)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: auto")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    parser.add_argument("--iters", type=int, default=None, help="timed iterations per detector")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed iterations")
+    parser.add_argument("--input-size", type=int, default=None, help="override the suite's size")
+    parser.add_argument("--batch-size", default="1", help="batch sweep, e.g. 1,2,4")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--cuda-graphs", action="store_true", help="also time CUDA graphs")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+def run(args: argparse.Namespace, *, builders: Mapping[str, Builder] | None = None) -> int:
+    """``python -m bench latency``: time the suite and print a table (or JSON)."""
+    import json
+
+    from rich.console import Console
+
+    builders = available_builders() if builders is None else builders
+    names = parse_detectors(args.detectors, builders)
+    device = resolve_device(args.device)
+    warmup, iters = DEFAULT_ITERS[(args.suite, device.type)]
+    warmup = warmup if args.warmup is None else args.warmup
+    iters = iters if args.iters is None else args.iters
+    if warmup < 0 or iters < 1:
+        raise UsageError(f"--warmup {warmup} / --iters {iters}: expected >= 0 and >= 1")
+    if args.input_size is not None and args.input_size < 32:
+        raise UsageError(f"--input-size {args.input_size}: expected an int >= 32")
+    variants = ["eager"] + ["compile"] * args.compile + ["cudagraphs"] * args.cuda_graphs
+    if "cudagraphs" in variants and device.type != "cuda":
+        raise UsageError("--cuda-graphs needs --device cuda (CUDA graphs are GPU only)")
+    err = Console(stderr=True)
+    if args.suite == "paper" and device.type == "cpu":
+        err.print(
+            f"[bold yellow]warning:[/] the paper suite (Hourglass-104, 511 px, 80 classes) on a "
+            f"CPU: seconds per image, {iters} timed iteration(s) each; not comparable with the "
+            f"paper's {PAPER_CORNERNET_MS:.0f} ms on a Titan X GPU"
+        )
+    if device.type == "cuda" and iters < 100:
+        warnings.warn(
+            f"--iters {iters}: the protocol times at least 100 images on a GPU", stacklevel=1
+        )
+    rows = run_suite(
+        names, suite=args.suite, device=device, dtype=args.dtype, warmup=warmup, iters=iters,
+        batches=parse_int_list(args.batch_size, "--batch-size"), variants=variants,
+        input_size=args.input_size, builders=builders,
+        progress=None if args.json else lambda what: err.print(f"timing {what} ..."),
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    Console().print(latency_table(rows, title=f"Latency, {args.suite} suite"))
+    return 0
+
+
+def latency_table(rows: Sequence[Mapping[str, Any]], title: str):
+    """A rich table of latency rows (one device: the caller's rows come from one run)."""
+    from rich.table import Table
+
+    devices = sorted({r["device"] for r in rows})
+    if len(devices) > 1:
+        raise ValueError(f"one latency table holds one device, got rows for {devices}")
+    first = rows[0] if rows else {}
+    table = Table(
+        title=f"{title}: {first.get('backbone', '')} {first.get('input_size', '')} px, "
+        f"{', '.join(devices)}, {first.get('dtype', '')}; ms per call (batch images)"
+    )
+    for col in ("detector", "variant", "batch", "params", *STAGES, "p50", "p90", "p99", "mean"):
+        left = col in ("detector", "variant")
+        table.add_column(col, justify="left" if left else "right", no_wrap=left)
+    has_paper = any("paper_ms" in r for r in rows)
+    if has_paper:
+        table.add_column("paper (Titan X)", justify="right")
+    for r in rows:
+        cells = [r["detector"], r["variant"], str(r["batch"]), f"{r['params'] / 1e6:.2f}M"]
+        cells += [f"{r[f'latency_{s}_ms_p50']:.1f}" for s in STAGES]
+        cells += [f"{r[f'latency_ms_{k}']:.1f}" for k in ("p50", "p90", "p99", "mean")]
+        if has_paper:
+            cells.append(f"{r['paper_ms']:.0f}" if "paper_ms" in r else "")
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,486 @@
+"""``python -m bench run``: the whole suite, resumable, one row per detector and batch size.
+
+For every selected detector (and, with ``--ablations``, CornerNet without corner pooling and
+without the Gaussian penalty reduction): load its zoo checkpoint (or train it first with
+``--train``, or fall back to random weights, loudly), evaluate COCO AP on the validation
+images, count anchors and the matcher's positives/negatives, time each stage
+(:mod:`bench.latency`), save a sample image, and append the row to ``results.json`` /
+``results.csv`` (:class:`bench.results.ResultStore`, atomic). At the end the report is
+written (:mod:`bench.report`) and a summary table printed.
+
+Output folder (``--out``, default ``reports/<date>-<device>-<profile>/``): ``run.json``,
+``results.{json,csv}``, ``env.json``, ``annotations.json`` (the evaluated ground truth),
+``detections/<detector>.json`` (COCO results), ``plots/``, ``report.md``, ``report.html``;
+with ``--train`` also ``train/`` (checkpoints, loss curves) and ``zoo/`` (fp16 weights).
+A rerun with the same options skips finished rows; a folder of another run is refused.
+
+Weights: ``--weights DIR`` holds ``<detector>-<backbone>.pt`` zoo files
+(:func:`bench.checkpoints.export_half`) and optionally ``manifest.json``
+``{"files": {"<detector>-<backbone>": {"file", "seconds_per_iter", "images_seen",
+"loss_curve"}}}``. Default: the repository's ``zoo/``; a detector without a (matching) file
+there is evaluated with random weights and marked ``weights: "random"``. A ``--weights DIR``
+given explicitly must hold every requested detector (exit 2 otherwise).
+
+Profiles (``--profile``): ``smoke`` (the small synthetic set, 16 images, 5 timed iterations;
+CI), ``quick`` (default: 100 validation images, 20 timed iterations) and ``full`` (every
+validation image, 100 timed iterations, ablations on). On a GPU at least 100 images are timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import UsageError
+from bench.latency import (
+    DTYPES,
+    available_builders,
+    flatten_latency,
+    float32_outputs,
+    load_raw_images,
+    measure_latency,
+    parse_int_list,
+    resolve_device,
+)
+from bench.results import ResultStore, write_json_atomic
+
+__all__ = ["PROFILES", "Profile", "Variant", "add_arguments", "run", "select_variants"]
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+EVAL_BATCH = 8  # images per forward during evaluation (not timed)
+ASSIGN_IMAGES = 32  # images whose matcher assignment is averaged into the row
+ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("cornernet-no-corner-pool", {"corner_pooling": False}),
+    ("cornernet-no-gaussian", {"gaussian_bump": False}),
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much of everything a run does."""
+
+    synthetic: str  # bench.data.synthetic.PRESETS entry generated for --data synthetic
+    max_images: int | None  # validation images evaluated (None: all)
+    warmup: int  # untimed latency iterations
+    iters: int  # timed latency iterations (a GPU gets at least 100)
+    ablations: bool  # CornerNet ablation rows by default
+    train_images: int | None  # --train budget in images (None: TrainConfig's)
+    latency_images: int = 4  # distinct raw images cycled through while timing
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", 16, 1, 5, False, 16),
+    "quick": Profile("default", 100, 3, 20, False, None),
+    "full": Profile("default", None, 10, 100, True, None),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row family: ``name`` in the results, registry ``base`` detector, build kwargs."""
+
+    name: str
+    base: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Weights:
+    kind: str  # "zoo", "trained" or "random"
+    path: Path | None = None
+    note: str = ""
+    info: dict[str, Any] = field(default_factory=dict)  # seconds_per_iter, images_seen, ...
+
+
+def select_variants(
+    text: str | None, builders: Mapping[str, Callable], ablations: bool
+) -> list[Variant]:
+    """Detectors named by ``--detectors`` (default: every available one) plus ablations."""
+    from detectors import DETECTORS
+
+    known = set(DETECTORS) | set(builders)
+    if text is None or text == "all":
+        names = list(builders)
+    else:
+        names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+        bad = [n for n in names if n not in known] or ([] if names else ["(none given)"])
+        if bad:
+            raise UsageError(
+                f"--detectors {text!r}: unknown detector {', '.join(bad)}; expected a "
+                f"comma-separated list from {', '.join(sorted(known))}"
+            )
+        missing = [n for n in names if n not in builders]
+        if missing:
+            raise UsageError(f"--detectors: {', '.join(missing)} not available in this install")
+    variants = [Variant(n, n) for n in names]
+    if ablations and "cornernet" in names:
+        variants += [Variant(name, "cornernet", dict(kw)) for name, kw in ABLATIONS]
+    return variants
+
+
+def _data(spec: str, profile: Profile) -> tuple[str, Path]:
+    """``--data`` -> (kind, dataset root), generating the synthetic set when needed."""
+    from bench.data.coco import find_split
+    from bench.data.synthetic import PRESETS, ensure_synthetic
+
+    kind, _, path = spec.partition(":")
+    if kind == "synthetic":
+        if path:
+            try:
+                find_split(path, "val")  # an existing set is used as it is
+                return kind, Path(path).resolve()
+            except UsageError:
+                pass
+        default = "data/synthetic" + ("-smoke" if profile.synthetic == "smoke" else "")
+        preset = PRESETS[profile.synthetic]
+        return kind, ensure_synthetic(Path(path or default), card=False, **preset)
+    if kind == "coco" and path:
+        find_split(path, "val")  # UsageError naming the paths tried
+        return kind, Path(path).resolve()
+    raise UsageError(f"--data {spec!r}: expected synthetic, synthetic:PATH or coco:PATH")
+
+
+def _default_size(kind: str, root: Path) -> int:
+    try:
+        return int(json.loads((root / "synthetic.json").read_text())["params"]["image_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 128 if kind == "synthetic" else 512
+
+
+def _zoo_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        files = json.loads((folder / "manifest.json").read_text()).get("files", {})
+        return files if isinstance(files, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def resolve_weights(
+    variants: list[Variant], folder: Path, *, explicit: bool, backbone: str, preset: str,
+    cat_ids: list[int], kind: str = "zoo",
+) -> dict[str, Weights]:  # fmt: skip
+    """Each variant's weights in ``folder``; UsageError listing the problems if ``explicit``."""
+    from bench.checkpoints import load_checkpoint, zoo_path
+
+    manifest, out, problems = _zoo_manifest(folder), {}, []
+    for v in variants:
+        stem = zoo_path(folder, v.name, backbone).stem
+        entry = manifest.get(stem, {})
+        path = folder / entry.get("file", f"{stem}.pt")
+        note = ""
+        if not path.is_file():
+            note = f"no {path.name} in {folder}"
+        else:
+            try:
+                rec = load_checkpoint(path)
+            except UsageError as exc:
+                note = str(exc)
+            else:
+                want = {"name": v.base, "backbone": backbone, "preset": preset, "kwargs": v.kwargs}
+                got = {k: rec["detector"].get(k) for k in want}
+                if got != want:
+                    note = f"{path} holds {got}, expected {want}"
+                elif rec["detector"].get("label_to_cat_id") != cat_ids:
+                    note = f"{path} was trained on other categories than this dataset's"
+                else:
+                    info = {"images_seen": (rec.get("manifest") or {}).get("images_seen")}
+                    info.update(
+                        {k: entry[k] for k in ("seconds_per_iter", "images_seen") if k in entry}
+                    )
+                    curve = folder / entry.get("loss_curve", f"{stem}.loss_curve.csv")
+                    info["loss_curve"] = str(curve) if curve.is_file() else None
+                    out[v.name] = Weights(kind, path, "", info)
+                    continue
+        problems.append(note)
+        out[v.name] = Weights("random", None, note)
+    if explicit and problems:
+        raise UsageError(
+            f"--weights {folder}: " + "; ".join(problems) + ". Expected fp16 zoo files "
+            "<detector>-<backbone>.pt from `python -m bench train --export-zoo DIR` or --train"
+        )
+    return out
+
+
+def _train(variants, args, root: Path, out: Path, profile: Profile, device, builders) -> Path:
+    """Train every variant (resumable) into ``out/train`` and export ``out/zoo``."""
+    from bench.checkpoints import export_half, zoo_path
+    from bench.train import TrainConfig, train_detector
+
+    cfg = TrainConfig(input_size=args.input_size)
+    if profile.train_images is not None:
+        cfg = TrainConfig(input_size=args.input_size, images_seen=profile.train_images)
+    zoo, manifest = out / "zoo", {}
+    for v in variants:
+        s = train_detector(
+            v.base, data_root=root, out_dir=out / "train" / v.name, cfg=cfg, device=device,
+            backbone=args.backbone, preset=args.preset, detector_kwargs=v.kwargs,
+            progress=not args.no_progress, builder=builders[v.base],
+        )  # fmt: skip
+        path = export_half(s["checkpoint"], zoo_path(zoo, v.name, args.backbone))
+        curve = path.with_suffix(".loss_curve.csv")
+        if Path(s["loss_curve"]).is_file():
+            shutil.copyfile(s["loss_curve"], curve)
+        manifest[path.stem] = {"file": path.name, "images_seen": s["images_seen"]}
+        manifest[path.stem].update(seconds_per_iter=s["seconds_per_iter"], loss_curve=curve.name)
+    write_json_atomic(zoo / "manifest.json", {"files": manifest})
+    return zoo
+
+
+def _build(v: Variant, w: Weights, args, num_classes: int, builders, device, dtype):
+    from bench.checkpoints import load_detector
+
+    if w.path is not None:
+        model = load_detector(w.path, "cpu", builder=builders[v.base])
+    else:
+        torch.manual_seed(0)
+        model = builders[v.base](
+            num_classes, backbone=args.backbone, preset=args.preset, **v.kwargs
+        )
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def evaluate(model, dataset, indices, *, input_size, device, dtype, gt_path, det_path, bar=None):
+    """COCO evaluation of ``model`` on ``dataset[indices]``, writing ``det_path``.
+
+    Returns (evaluate_coco's dict, per-image means of ``assignment_stats`` over the first
+    ASSIGN_IMAGES images, a sample ``(image (3, S, S) in [0, 1], Detections, heatmaps)``).
+    """
+    from bench.data.transforms import collate_detection, invert_boxes
+    from bench.evaluate import detections_to_coco, evaluate_coco
+    from bench.train import normalize_images
+
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, indices), batch_size=EVAL_BATCH,
+        collate_fn=collate_detection, num_workers=0,
+    )  # fmt: skip
+    ids, boxes, scores, labels = [], [], [], []
+    assign: dict[str, float] = {}
+    assigned, sample = 0, None
+    with torch.inference_mode():
+        for images, targets in loader:
+            out = float32_outputs(model(normalize_images(images.to(device)).to(dtype)))
+            dets = model.decode(out, [(input_size, input_size)] * len(targets))
+            for d, t in zip(dets, targets):
+                ids.append(t["image_id"])
+                boxes.append(invert_boxes(d.boxes.float().cpu(), t["meta"]))
+                scores.append(d.scores.float().cpu())
+                labels.append(d.labels.cpu())
+            if assigned < ASSIGN_IMAGES:
+                tg = [{k: t[k].to(device) for k in ("boxes", "labels")} for t in targets]
+                for k, v in model.assignment_stats(out, tg).items():
+                    assign[k] = assign.get(k, 0.0) + float(v) * len(targets)
+                assigned += len(targets)
+            if sample is None:
+                sample = (images[0], dets[0].to("cpu"), _heatmaps(out))
+            if bar is not None:
+                bar(len(targets))
+    coco = detections_to_coco(ids, boxes, scores, labels, dataset.cat_ids)
+    result = evaluate_coco(gt_path, coco, results_path=det_path)
+    return result, {k: v / max(assigned, 1) for k, v in assign.items()}, sample
+
+
+def _heatmaps(outputs: Any) -> dict[str, torch.Tensor]:
+    """CornerNet's corner heatmaps of the first image, max over classes: {"tl", "br"}: (h, w)."""
+    stacks = outputs.get("stacks") if isinstance(outputs, dict) else None
+    heads = stacks[-1] if stacks else {}
+    return {
+        k[:2]: heads[k][0].sigmoid().amax(0).cpu() for k in ("tl_heat", "br_heat") if k in heads
+    }
+
+
+def _measure_variant(v, w, args, ctx, store, progress) -> None:
+    """Evaluate, time and store every batch row of variant ``v``."""
+    from bench.plots import plot_sample
+
+    device, dtype, out = ctx["device"], DTYPES[args.dtype], ctx["out"]
+    model = _build(v, w, args, ctx["dataset"].num_classes, ctx["builders"], device, dtype)
+    det_rel = f"detections/{v.name}.json"
+    t0 = time.perf_counter()
+    task = progress.add_task(f"{v.name}: evaluating", total=len(ctx["indices"]))
+    result, assign, (image, dets, heat) = evaluate(
+        model, ctx["dataset"], ctx["indices"], input_size=args.input_size, device=device,
+        dtype=dtype, gt_path=ctx["gt_path"], det_path=out / det_rel,
+        bar=lambda n: progress.advance(task, n),
+    )  # fmt: skip
+    eval_seconds = time.perf_counter() - t0
+    sample_rel = f"plots/sample_{v.name}.png"
+    plot_sample(
+        out / sample_rel, image, dets, ctx["dataset"].class_names, heatmaps=heat,
+        title=f"{v.name} ({w.kind} weights)",
+    )  # fmt: skip
+    from bench.evaluate import STAT_NAMES
+
+    s = args.input_size
+    base = {"detector": v.name, "model": v.base, "build_kwargs": v.kwargs}
+    base.update(backbone=args.backbone, input_size=s, device=device.type, dtype=args.dtype)
+    base.update(weights=w.kind, weights_file=str(w.path) if w.path else None, weights_note=w.note)
+    base.update(
+        params=sum(p.numel() for p in model.parameters()),
+        backbone_params=model.backbone_parameters(),
+        head_params=model.head_parameters(),
+        anchors_per_image=int(model.anchors_per_image(s, s)),
+        positives_per_image=assign.get("positives"),
+        negatives_per_image=assign.get("negatives"),
+        ignored_per_image=assign.get("ignored"),
+        assignment=assign,
+        **{k: result[k] for k in STAT_NAMES},
+        per_class=result["per_class"],
+        num_images=result["num_images"],
+        num_detections=result["num_detections"],
+        detections=det_rel,
+        sample=sample_rel,
+        eval_seconds=eval_seconds,
+        train_seconds_per_iter=w.info.get("seconds_per_iter"),
+        train_images_seen=w.info.get("images_seen"),
+        loss_curve=w.info.get("loss_curve"),
+    )
+    iters = max(ctx["profile"].iters, 100) if device.type == "cuda" else ctx["profile"].iters
+    ds, first = ctx["dataset"], ctx["indices"][: ctx["profile"].latency_images]
+    raw = load_raw_images([ds.image_dir / ds.coco.imgs[ds.ids[i]]["file_name"] for i in first])
+    for batch in ctx["batches"]:
+        progress.update(task, description=f"{v.name}: timing batch {batch}")
+        stats = measure_latency(
+            model, raw, input_size=s, device=device, dtype=dtype, batch=batch,
+            warmup=ctx["profile"].warmup, iters=iters,
+        )  # fmt: skip
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # busy machine?
+        store.add_row({**base, "batch": batch, **flatten_latency(stats), "load_avg_1m": load})
+    progress.update(task, description=f"{v.name}: done")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m bench run``."""
+    from detectors.backbones import HOURGLASS_PRESETS
+
+    parser.add_argument("--detectors", default=None, help="comma-separated names (default all)")
+    parser.add_argument("--profile", choices=list(PROFILES), default="quick")
+    parser.add_argument(
+        "--data", default="synthetic", help="synthetic, synthetic:PATH or coco:PATH"
+    )
+    parser.add_argument("--weights", default=None, help="zoo folder (default: the repo's zoo/)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: auto")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    parser.add_argument("--input-size", type=int, default=None, help="network input (square)")
+    parser.add_argument("--batch-size", default="1", help="latency batch sweep, e.g. 1,2,4")
+    parser.add_argument("--backbone", choices=sorted(HOURGLASS_PRESETS), default="tiny")
+    parser.add_argument("--train", action="store_true", help="train the zoo first (bench.train)")
+    parser.add_argument(
+        "--ablations", action=argparse.BooleanOptionalAction, default=None,
+        help="CornerNet without corner pooling / Gaussian bumps (default: on in full)",
+    )  # fmt: skip
+    parser.add_argument("--out", default=None, help="default reports/<date>-<device>-<profile>")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace, *, builders: Mapping[str, Callable] | None = None) -> int:
+    """Run the suite (see the module docstring); returns the exit code."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from bench.data.coco import CocoDetection
+    from bench.data.transforms import Letterbox
+    from bench.env import collect_env
+    from bench.report import summary_table, write_report
+
+    err = Console(stderr=True)
+    args = argparse.Namespace(**vars(args))  # a copy: preset and input size are filled in
+    if builders is None:
+        from detectors import DETECTORS
+
+        builders = available_builders()
+        if len(builders) < len(DETECTORS):
+            err.print(
+                f"not installed, skipped: {', '.join(sorted(set(DETECTORS) - set(builders)))}"
+            )
+    builders = dict(builders)
+    profile = PROFILES[args.profile]
+    ablations = profile.ablations if args.ablations is None else args.ablations
+    variants = select_variants(args.detectors, builders, ablations)
+    device = resolve_device(args.device)
+    if args.train and args.weights is not None:
+        raise UsageError("--train exports its own weights (to OUT/zoo); drop --weights")
+    err.print(f"data: {args.data}" + " (generated on first use)" * args.data.startswith("syn"))
+    kind, root = _data(args.data, profile)
+    args.preset = "synthetic" if kind == "synthetic" else "paper"
+    args.input_size = args.input_size or _default_size(kind, root)
+    if args.input_size < 32:
+        raise UsageError(f"--input-size {args.input_size}: expected an int >= 32")
+    batches = parse_int_list(args.batch_size, "--batch-size")
+    dataset = CocoDetection.from_root(root, "val", Letterbox(args.input_size))
+    indices = list(range(len(dataset)))[: profile.max_images]
+    weights_dir = Path(args.weights) if args.weights else REPO_DIR / "zoo"
+    explicit = args.weights is not None
+    resolved = None
+    if not args.train:
+        resolved = resolve_weights(
+            variants, weights_dir, explicit=explicit, backbone=args.backbone,
+            preset=args.preset, cat_ids=dataset.cat_ids,
+        )  # fmt: skip
+    date = datetime.date.today().isoformat()
+    out = Path(args.out or f"reports/{date}-{device.type}-{args.profile}").resolve()
+    config = {
+        "detectors": [v.name for v in variants], "profile": args.profile, "data": args.data,
+        "weights": "train" if args.train else str(weights_dir.resolve()),
+        "device": device.type, "dtype": args.dtype, "input_size": args.input_size,
+        "batches": batches, "backbone": args.backbone, "preset": args.preset,
+    }  # fmt: skip
+    gt_path = out / "annotations.json"
+    described = {"root": str(root), "split": "val", "images": len(indices)}
+    described.update(annotations=str(gt_path), source=str(dataset.ann_file))
+    store = ResultStore(out, config=config, env=collect_env(), dataset=described)
+    if not (out / "env.json").exists():
+        write_json_atomic(out / "env.json", store.env)
+    if not gt_path.exists():
+        keep = {dataset.ids[i] for i in indices}
+        data = dataset.coco.dataset
+        gt = {k: v for k, v in data.items() if k not in ("images", "annotations")}
+        gt["images"] = [im for im in data["images"] if im["id"] in keep]
+        gt["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+        write_json_atomic(gt_path, gt, indent=None)
+    if args.train:
+        weights_dir = _train(variants, args, root, out, profile, device, builders)
+        resolved = resolve_weights(
+            variants, weights_dir, explicit=True, backbone=args.backbone,
+            preset=args.preset, cat_ids=dataset.cat_ids, kind="trained",
+        )  # fmt: skip
+    random_rows = [v.name for v in variants if resolved[v.name].kind == "random"]
+    if random_rows:
+        err.print(
+            f"[bold red]WARNING: RANDOM WEIGHTS[/] for {', '.join(random_rows)}: no matching "
+            f"checkpoint in {weights_dir} (their AP means nothing; see `python -m bench train`)"
+        )
+    ctx = {"device": device, "out": out, "dataset": dataset, "indices": indices}
+    ctx.update(gt_path=gt_path, builders=builders, profile=profile, batches=batches)
+    key = (args.backbone, args.input_size, device.type, args.dtype)
+    progress = Progress(
+        "{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, disable=args.no_progress,
+    )  # fmt: skip
+    failed = []
+    with progress:
+        for v in variants:
+            if all(store.has((v.name, *key, b)) for b in batches):
+                err.print(f"{v.name}: already in {out}, skipped")
+                continue
+            try:
+                _measure_variant(v, resolved[v.name], args, ctx, store, progress)
+            except Exception as exc:  # one broken detector must not cost the others' rows
+                err.print(traceback.format_exc(), markup=False, highlight=False)
+                failed.append(f"{v.name} ({type(exc).__name__}: {exc})")
+    md, html = write_report(out)
+    Console().print(summary_table(store.rows))
+    err.print(f"results: {store.json_path}\nreport: {md} and {html}")
+    if failed:
+        err.print(f"[bold red]FAILED[/] (no row; a rerun retries them): {'; '.join(failed)}")
+    return 1 if failed else 0

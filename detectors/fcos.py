@@ -1,0 +1,233 @@
+"""FCOS (Tian et al., "FCOS: Fully Convolutional One-Stage Object Detection", ICCV 2019).
+
+Anchor-free: every location of P3-P7 is one *point* that predicts K class scores, its distances
+to the four sides of a box (l, t, r, b, in units of the level's stride) and a centre-ness
+logit. :meth:`FCOS.anchors_per_image` therefore reports **0** (no anchor boxes, no IoU
+matching, no anchor shapes to tune); :meth:`FCOS.points_per_image` gives the number of
+locations (one per pixel of each level), and :meth:`FCOS.assignment_stats` the positive and
+negative points.
+
+Neck: as RetinaNet's (FPN over s8/s16/s32, P6/P7 from C5). Head: torchvision's ``FCOSHead``
+(4 conv + GroupNorm layers per branch; sigmoid focal loss, GIoU box loss and centre-ness BCE,
+each / positives). Points are the centres of one stride-sized square per location, made by
+torchvision's ``AnchorGenerator`` (as torchvision's FCOS does).
+
+Assignment (:func:`match_points`, from the paper and its centre-sampling refinement): a point
+is positive for a box when it lies inside the box, within ``center_sampling_radius`` strides of
+its centre, and the largest of its distances to the sides is in the level's range (paper:
+(0, 64], (64, 128], (128, 256], (256, 512], (512, inf) for P3..P7); among several boxes the
+smallest wins. Labels are 0-based (sigmoid per class, no background).
+
+Outputs of :meth:`FCOS.forward` for (N, 3, H, W) padded to (H', W') with A points:
+``cls_logits`` (N, A, K), ``bbox_regression`` (N, A, 4), ``bbox_ctrness`` (N, A, 1),
+``points`` (A, 4) (the stride squares), ``num_points_per_level`` (5 ints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.fcos import FCOSHead
+
+from detectors.anchor_based import (
+    PyramidNeck,
+    check_image_sizes,
+    count_anchors,
+    decode_dense,
+    generate_anchors,
+    pad_images,
+    padded_size,
+    preset_config,
+    targets_to,
+)
+from detectors.backbones import build_hourglass
+from detectors.base import Detections, Detector, check_images, check_targets
+
+__all__ = ["FCOS", "FCOS_PRESETS", "FCOSConfig", "build_fcos", "match_points"]
+
+STRIDES = (8, 16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class FCOSConfig:
+    """FCOS hyper-parameters; defaults are the paper's / torchvision's."""
+
+    # boundaries between the levels' ranges of max(l, t, r, b) in pixels (paper: m3..m6)
+    level_bounds: tuple[float, ...] = (64, 128, 256, 512)
+    # positives within 1.5 strides of the box centre (torchvision; the paper's follow-up)
+    center_sampling_radius: float = 1.5
+    # decoding: sqrt(cls * centre-ness) > 0.2, top 1000 per level, NMS 0.6 (torchvision)
+    score_thresh: float = 0.2
+    topk_candidates: int = 1000
+    nms_thresh: float = 0.6
+    # FPN width (a multiple of 32, for GroupNorm(32)); None: the backbone's cnv_dim
+    fpn_channels: int | None = None
+
+
+FCOS_PRESETS: dict[str, FCOSConfig] = {
+    "paper": FCOSConfig(),
+    # 128 px images: objects are at most ~128 px, so the ranges are halved to use all levels
+    "synthetic": FCOSConfig(level_bounds=(32, 64, 128, 256)),
+}
+
+
+def match_points(
+    points: torch.Tensor,
+    num_per_level: list[int],
+    boxes: torch.Tensor,
+    level_bounds: tuple[float, ...],
+    radius: float,
+) -> torch.Tensor:
+    """Assign each point to a box index, or -1 for background.
+
+    Args:
+        points: (A, 4) stride-sized squares centred on the points, levels concatenated.
+        num_per_level: points per level (len(level_bounds) + 1 levels).
+        boxes: (M, 4) xyxy ground truth.
+        level_bounds: the L - 1 boundaries of the levels' ranges of max(l, t, r, b).
+        radius: centre-sampling radius in strides.
+
+    Returns:
+        (A,) int64: the matched box (the smallest candidate) or -1.
+    """
+    if boxes.numel() == 0:
+        return torch.full((points.shape[0],), -1, dtype=torch.int64, device=points.device)
+    centres = (points[:, :2] + points[:, 2:]) / 2  # (A, 2)
+    strides = points[:, 2] - points[:, 0]  # (A,)
+    lows = torch.tensor((0.0, *level_bounds), dtype=points.dtype, device=points.device)
+    highs = torch.tensor((*level_bounds, float("inf")), dtype=points.dtype, device=points.device)
+    counts = torch.tensor(num_per_level, device=points.device)
+    low, high = lows.repeat_interleave(counts), highs.repeat_interleave(counts)  # (A,)
+    # distances to the sides: (A, M, 4) = (l, t, r, b)
+    sides = torch.cat(
+        [centres[:, None] - boxes[None, :, :2], boxes[None, :, 2:] - centres[:, None]], 2
+    )
+    box_centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # (M, 2)
+    near = (centres[:, None] - box_centres[None]).abs().amax(2) < radius * strides[:, None]
+    reach = sides.amax(2)
+    ok = (sides.amin(2) > 0) & near & (reach > low[:, None]) & (reach <= high[:, None])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (M,)
+    cost = torch.where(ok, areas[None].expand_as(ok), torch.full_like(reach, float("inf")))
+    best, index = cost.min(1)
+    return torch.where(torch.isfinite(best), index, torch.full_like(index, -1))
+
+
+class FCOS(Detector):
+    """FCOS on a shared backbone with ``forward_features`` -> {"s8", "s16", "s32", ...}.
+
+    Args:
+        num_classes: K, foreground classes (0-based labels).
+        backbone: the shared hourglass (``out_channels`` by map name, ``cnv_dim``).
+        config: hyper-parameters (:data:`FCOS_PRESETS`).
+    """
+
+    name = "fcos"
+    size_divisor = 32
+
+    def __init__(
+        self, num_classes: int, backbone: nn.Module, config: FCOSConfig | None = None
+    ) -> None:
+        super().__init__(num_classes, backbone)
+        cfg = config or FCOSConfig()
+        channels = cfg.fpn_channels or backbone.cnv_dim
+        if channels % 32:
+            raise ValueError(f"fpn_channels={channels}: expected a multiple of 32 (GroupNorm)")
+        if len(cfg.level_bounds) != len(STRIDES) - 1:
+            raise ValueError(f"level_bounds={cfg.level_bounds}: expected {len(STRIDES) - 1}")
+        self.config = cfg
+        self.neck = PyramidNeck(backbone.out_channels, ("s8", "s16", "s32"), channels, "p6p7")
+        self.point_generator = AnchorGenerator(tuple((s,) for s in STRIDES), ((1.0,),) * 5)
+        self.head = FCOSHead(channels, 1, num_classes)
+
+    def forward(self, images: torch.Tensor) -> dict:
+        """(N, 3, H, W) -> raw outputs (see the module docstring)."""
+        x = pad_images(check_images(images), self.size_divisor)
+        levels = list(self.neck(self.backbone.forward_features(x)).values())
+        head = self.head(levels)  # per level (N, K, H_l, W_l) -> (N, sum H_l W_l, K), ...
+        points = generate_anchors(self.point_generator, x[:1], levels)[0]
+        return {
+            **head,
+            "points": points,
+            "num_points_per_level": [int(f.shape[-2] * f.shape[-1]) for f in levels],
+        }
+
+    def anchors_per_image(self, height: int, width: int) -> int:
+        """0: FCOS places no anchor boxes (see :meth:`points_per_image`)."""
+        return 0
+
+    def points_per_image(self, height: int, width: int) -> int:
+        """Locations on P3-P7 (one point each) after padding to a multiple of 32."""
+        h, w = padded_size(height, width, self.size_divisor)
+        return count_anchors(self.point_generator, (h, w), self.neck.level_sizes(h, w))
+
+    def _match(self, outputs: dict, targets: list[dict[str, torch.Tensor]]):
+        points = outputs["points"]
+        batch = outputs["cls_logits"].shape[0]
+        targets = targets_to(
+            check_targets(targets, batch, self.num_classes), points.device, points.dtype
+        )
+        cfg = self.config
+        matched = [
+            match_points(
+                points,
+                outputs["num_points_per_level"],
+                t["boxes"],
+                cfg.level_bounds,
+                cfg.center_sampling_radius,
+            )
+            for t in targets
+        ]
+        return targets, matched
+
+    def loss(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
+        """Focal (``loss_cls``), GIoU (``loss_box``) and centre-ness BCE (``loss_ctr``)."""
+        targets, matched = self._match(outputs, targets)
+        head = {k: outputs[k] for k in ("cls_logits", "bbox_regression", "bbox_ctrness")}
+        points = [outputs["points"]] * len(targets)
+        parts = self.head.compute_loss(targets, head, points, matched)
+        losses = {
+            "loss_cls": parts["classification"],
+            "loss_box": parts["bbox_regression"],
+            "loss_ctr": parts["bbox_ctrness"],
+        }
+        losses["loss"] = losses["loss_cls"] + losses["loss_box"] + losses["loss_ctr"]
+        return losses
+
+    def decode(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[Detections]:
+        """Scores sqrt(sigmoid(cls) * sigmoid(centre-ness)), top-k per level, class NMS."""
+        cls_logits = outputs["cls_logits"]
+        sizes = check_image_sizes(image_sizes, cls_logits.shape[0])
+        cfg = self.config
+        scores = torch.sqrt(cls_logits.sigmoid() * outputs["bbox_ctrness"].sigmoid())
+        return decode_dense(
+            scores,
+            outputs["bbox_regression"],
+            [outputs["points"]] * len(sizes),
+            outputs["num_points_per_level"],
+            sizes,
+            self.head.box_coder.decode,
+            score_thresh=cfg.score_thresh,
+            topk_candidates=cfg.topk_candidates,
+            nms_thresh=cfg.nms_thresh,
+            max_detections=self.max_detections,
+        )
+
+    def assignment_stats(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
+        """Per-image mean positive / negative points (none ignored) and ``points``."""
+        with torch.no_grad():
+            _, matched = self._match(outputs, targets)
+        n = max(len(matched), 1)
+        pos = sum(int((m >= 0).sum()) for m in matched) / n
+        points = float(outputs["points"].shape[0])
+        return {"positives": pos, "negatives": points - pos, "ignored": 0.0, "points": points}
+
+
+def build_fcos(
+    num_classes: int, backbone: str = "tiny", preset: str = "synthetic", **kwargs: object
+) -> FCOS:
+    """FCOS on ``build_hourglass(backbone)``; ``kwargs`` override :class:`FCOSConfig`."""
+    config = preset_config(FCOS_PRESETS, preset, kwargs)
+    return FCOS(num_classes, build_hourglass(backbone), config)

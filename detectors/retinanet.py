@@ -1,0 +1,176 @@
+"""RetinaNet (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017) on the hourglass.
+
+Neck: an FPN over the hourglass's s8/s16/s32 maps (P3-P5) plus P6 = 3x3 stride-2 conv of
+C5 (= s32) and P7 = 3x3 stride-2 conv of ReLU(P6), all ``fpn_channels`` wide. Head:
+torchvision's ``RetinaNetHead`` (4 conv layers per branch, sigmoid focal loss with alpha 0.25
+and gamma 2 normalised by the number of positives, L1 box loss on ``BoxCoder`` deltas).
+Anchors: torchvision's ``AnchorGenerator``, 3 scales x 3 ratios = 9 per location on P3-P7.
+Assignment: ``Matcher(0.5, 0.4, allow_low_quality_matches=True)``; IoU in [0.4, 0.5) ignored.
+Labels are 0-based (no background class: sigmoid per class).
+
+Outputs of :meth:`RetinaNet.forward` for images (N, 3, H, W), padded to H', W' (multiples of
+32), with A anchors in total:
+``cls_logits`` (N, A, K), ``bbox_regression`` (N, A, 4), ``anchors`` (A, 4) xyxy (the same for
+every image of a batch), ``num_anchors_per_level`` (list of 5 ints summing to A).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision.models.detection._utils import Matcher
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.retinanet import RetinaNetHead
+
+from detectors.anchor_based import (
+    AnchorBasedDetector,
+    PyramidNeck,
+    assignment_counts,
+    check_image_sizes,
+    decode_dense,
+    generate_anchors,
+    match_anchors,
+    pad_images,
+    preset_config,
+    targets_to,
+)
+from detectors.backbones import build_hourglass
+from detectors.base import Detections, check_images, check_targets
+
+__all__ = ["RETINANET_PRESETS", "RetinaNet", "RetinaNetConfig", "build_retinanet", "scale_sizes"]
+
+#: octave scales 2^0, 2^(1/3), 2^(2/3) (RetinaNet paper, section 4)
+OCTAVE_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+
+
+def scale_sizes(
+    base_sizes: tuple[float, ...], scales: tuple[float, ...] = OCTAVE_SCALES
+) -> tuple[tuple[float, ...], ...]:
+    """Per level, ``base * scale`` for every scale: ((32, 40.3, 50.8), (64, ...), ...)."""
+    return tuple(tuple(base * s for s in scales) for base in base_sizes)
+
+
+@dataclass(frozen=True)
+class RetinaNetConfig:
+    """RetinaNet hyper-parameters; defaults are the paper's unless noted."""
+
+    # per level P3..P7, the anchor sizes (square side in input pixels) at each location
+    anchor_sizes: tuple[tuple[float, ...], ...] = scale_sizes((32, 64, 128, 256, 512))
+    # h / w of the anchors (paper: {1:2, 1:1, 2:1})
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    # IoU >= 0.5 positive, < 0.4 negative, in between ignored (paper section 4)
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.4
+    # decoding: score > 0.05, top 1000 per level, NMS 0.5 (paper section 4, "Inference")
+    score_thresh: float = 0.05
+    topk_candidates: int = 1000
+    nms_thresh: float = 0.5
+    # FPN width; None: the backbone's cnv_dim (256 at hg104 = the paper's 256)
+    fpn_channels: int | None = None
+
+
+RETINANET_PRESETS: dict[str, RetinaNetConfig] = {
+    "paper": RetinaNetConfig(),
+    # 128 px images, objects ~6 px to most of the image, ratios 1:5..5:1: sizes one stride
+    # (8..128 on P3..P7, up to 203 with the octave scales) and ratios 1:3, 1:1, 3:1.
+    "synthetic": RetinaNetConfig(
+        anchor_sizes=scale_sizes((8, 16, 32, 64, 128)), aspect_ratios=(1 / 3, 1.0, 3.0)
+    ),
+}
+
+
+class RetinaNet(AnchorBasedDetector):
+    """RetinaNet on a shared backbone with ``forward_features`` -> {"s8", "s16", "s32", ...}.
+
+    Args:
+        num_classes: K, foreground classes (0-based labels).
+        backbone: the shared hourglass (``out_channels`` by map name, ``cnv_dim``).
+        config: hyper-parameters (:data:`RETINANET_PRESETS`).
+    """
+
+    name = "retinanet"
+
+    def __init__(
+        self, num_classes: int, backbone: nn.Module, config: RetinaNetConfig | None = None
+    ) -> None:
+        super().__init__(num_classes, backbone)
+        cfg = config or RetinaNetConfig()
+        if len(cfg.anchor_sizes) != 5:
+            raise ValueError(f"anchor_sizes has {len(cfg.anchor_sizes)} levels: expected 5 (P3-P7)")
+        self.config = cfg
+        channels = cfg.fpn_channels or backbone.cnv_dim
+        self.neck = PyramidNeck(backbone.out_channels, ("s8", "s16", "s32"), channels, "p6p7")
+        self.anchor_generator = AnchorGenerator(
+            cfg.anchor_sizes, (tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes)
+        )
+        num_anchors = self.anchor_generator.num_anchors_per_location()
+        if len(set(num_anchors)) != 1:
+            raise ValueError(f"anchors per location differ between levels: {num_anchors}")
+        self.head = RetinaNetHead(channels, num_anchors[0], num_classes)
+        self.matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh, allow_low_quality_matches=True)
+
+    def forward(self, images: torch.Tensor) -> dict:
+        """(N, 3, H, W) -> raw outputs (see the module docstring)."""
+        x = pad_images(check_images(images))
+        levels = list(self.neck(self.backbone.forward_features(x)).values())
+        head = self.head(levels)  # per level (N, A_l*K, H_l, W_l) -> (N, sum H_l*W_l*A_l, K)
+        anchors = generate_anchors(self.anchor_generator, x[:1], levels)[0]
+        per_location = self.anchor_generator.num_anchors_per_location()
+        return {
+            "cls_logits": head["cls_logits"],
+            "bbox_regression": head["bbox_regression"],
+            "anchors": anchors,
+            "num_anchors_per_level": [
+                int(f.shape[-2] * f.shape[-1]) * a for f, a in zip(levels, per_location)
+            ],
+        }
+
+    def _match(self, outputs: dict, targets: list[dict[str, torch.Tensor]]):
+        anchors = outputs["anchors"]
+        batch = outputs["cls_logits"].shape[0]
+        targets = targets_to(
+            check_targets(targets, batch, self.num_classes), anchors.device, anchors.dtype
+        )
+        anchors_list = [anchors] * batch
+        return targets, anchors_list, match_anchors(self.matcher, anchors_list, targets)
+
+    def loss(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
+        """Focal loss (``loss_cls``) and L1 box loss (``loss_box``), each / positives."""
+        targets, anchors_list, matched = self._match(outputs, targets)
+        head_outputs = {k: outputs[k] for k in ("cls_logits", "bbox_regression")}
+        parts = self.head.compute_loss(targets, head_outputs, anchors_list, matched)
+        loss_cls, loss_box = parts["classification"], parts["bbox_regression"]
+        return {"loss_cls": loss_cls, "loss_box": loss_box, "loss": loss_cls + loss_box}
+
+    def decode(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[Detections]:
+        """Sigmoid scores, top-k per level, box decoding, clipping to each image, class NMS."""
+        cls_logits = outputs["cls_logits"]
+        sizes = check_image_sizes(image_sizes, cls_logits.shape[0])
+        cfg = self.config
+        return decode_dense(
+            cls_logits.sigmoid(),
+            outputs["bbox_regression"],
+            [outputs["anchors"]] * len(sizes),
+            outputs["num_anchors_per_level"],
+            sizes,
+            self.head.regression_head.box_coder.decode_single,
+            score_thresh=cfg.score_thresh,
+            topk_candidates=cfg.topk_candidates,
+            nms_thresh=cfg.nms_thresh,
+            max_detections=self.max_detections,
+        )
+
+    def assignment_stats(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
+        """Per-image mean positives / negatives / ignored anchors under the 0.5/0.4 matcher."""
+        with torch.no_grad():
+            return assignment_counts(self._match(outputs, targets)[2])
+
+
+def build_retinanet(
+    num_classes: int, backbone: str = "tiny", preset: str = "synthetic", **kwargs: object
+) -> RetinaNet:
+    """RetinaNet on ``build_hourglass(backbone)``; ``kwargs`` override :class:`RetinaNetConfig`."""
+    config = preset_config(RETINANET_PRESETS, preset, kwargs)
+    return RetinaNet(num_classes, build_hourglass(backbone), config)

@@ -1,0 +1,333 @@
+"""SSD (Liu et al., "SSD: Single Shot MultiBox Detector", ECCV 2016) on the hourglass.
+
+Maps: the hourglass's s8, s16 and s32 maps, then ``extra_layers`` (each a 1x1 conv to half
+width and a 3x3 conv, with ReLU, as SSD's conv8-conv11): ``"s2"`` is a stride-2 3x3 conv with
+padding 1 (size ceil(s / 2)), ``"valid"`` a 3x3 conv without padding (size s - 2; a map smaller
+than 3x3 is first zero-padded to 3x3, so it gives 1x1). SSD300 = ("s2", "valid", "valid").
+Head: torchvision's ``SSDHead`` (one 3x3 conv per map for the K + 1 class logits, label 0
+background, and one for the box deltas). Default boxes: torchvision's ``DefaultBoxGenerator``.
+Matching: ``SSDMatcher(0.5)`` (IoU >= 0.5, plus each box's best default box; none ignored).
+Loss: torchvision's ``SSD.compute_loss``: smooth L1 on ``BoxCoder((10, 10, 5, 5))`` deltas and
+cross-entropy with hard negative mining (the 3 negatives per positive of highest loss, per
+image), both divided by the number of positives.
+
+Input size. SSD keeps its input: the images (N, 3, H, W) are zero-padded at the bottom/right
+only for the hourglass (to a multiple of 2**(n + 2): 32 for "tiny", 128 for "hg104") and every
+backbone map of stride s is cropped back to ceil(H / s) x ceil(W / s) cells, the ones that see
+the image. A 300x300 input (padded to 320 for "tiny", 384 for "hg104") thus gives SSD300's
+maps 38, 19, 10, then 5, 3, 1 from the extras: 8,732 default boxes with 4, 6, 6, 6, 4, 4 per
+location (without the crop, 40, 20, 10, 5, 3, 1 would give 9,788). ``anchors_per_image``
+counts on those cropped sizes (``size_divisor`` is 1: SSD does no padding of its own).
+Default boxes tile the input evenly (``steps=None``): centre (j + 0.5) * H / h_map, equal to
+the map's stride whenever H is a multiple of it (7.9 instead of torchvision's 8 for 38 cells
+over 300 px). VGG's L2Norm on conv4_3 is left out: the hourglass maps are batch-normalised.
+
+Outputs of :meth:`SSD.forward` with A default boxes: ``cls_logits`` (N, A, K + 1),
+``bbox_regression`` (N, A, 4), ``anchors`` (A, 4) xyxy in input pixels (the same for every
+image), ``num_anchors_per_level`` (ints summing to A), ``feature_sizes`` [(h, w)] per map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import ssd as tv_ssd
+from torchvision.models.detection._utils import BoxCoder, SSDMatcher
+from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+
+from detectors.anchor_based import (
+    AnchorBasedDetector,
+    assignment_counts,
+    check_image_sizes,
+    decode_dense,
+    generate_anchors,
+    match_anchors,
+    pad_images,
+    preset_config,
+    targets_to,
+)
+from detectors.backbones import build_hourglass
+from detectors.base import Detections, check_images, check_targets
+
+__all__ = [
+    "SSD",
+    "SSD_PRESETS",
+    "ExtraLayer",
+    "SSDConfig",
+    "backbone_divisor",
+    "build_ssd",
+    "crop_map",
+    "float32_anchors",
+    "pad_for_backbone",
+]
+
+#: the backbone maps SSD predicts on, finest first
+BACKBONE_LEVELS = ("s8", "s16", "s32")
+EXTRA_KINDS = ("s2", "valid")
+
+
+@dataclass(frozen=True)
+class SSDConfig:
+    """SSD hyper-parameters; defaults are SSD300's as torchvision's ``ssd300_vgg16`` has them."""
+
+    # per map, the ratios r adding boxes of ratio r and 1/r to the two square ones (SSD300)
+    aspect_ratios: tuple[tuple[float, ...], ...] = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
+    # box scale s_k per map as a fraction of the input, plus one for sqrt(s_k s_k+1) (SSD300)
+    scales: tuple[float, ...] = (0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05)
+    # extra maps after s32: "s2" (stride-2 3x3) or "valid" (3x3, no padding) (SSD300)
+    extra_layers: tuple[str, ...] = ("s2", "valid", "valid")
+    # width of the extra maps; None: the backbone's s32 width
+    extra_channels: int | None = None
+    # IoU >= 0.5 positive, and each box's best default box (SSD paper section 2.2)
+    iou_thresh: float = 0.5
+    # hard negative mining: at most 3 negatives per positive (SSD paper section 2.2)
+    neg_to_pos_ratio: float = 3.0
+    # decoding: softmax score > 0.01, top 400, NMS 0.45 (torchvision's SSD defaults)
+    score_thresh: float = 0.01
+    topk_candidates: int = 400
+    nms_thresh: float = 0.45
+
+
+SSD_PRESETS: dict[str, SSDConfig] = {
+    "paper": SSDConfig(),
+    # 128 px images, objects ~6 px to most of the image, ratios 1:5..5:1: maps 16, 8, 4, 2, 1,
+    # 1 (stride-2 extras: valid convs would leave nothing at 128 px), scales 8 to 109 px,
+    # ratios 1/4..4, 6 boxes per location.
+    "synthetic": SSDConfig(
+        aspect_ratios=((2, 4),) * 6,
+        scales=(0.06, 0.12, 0.25, 0.45, 0.65, 0.85, 1.0),
+        extra_layers=("s2", "s2", "s2"),
+    ),
+}
+
+
+def backbone_divisor(backbone: nn.Module) -> int:
+    """Input multiple the hourglass needs: 2**(n + 2) (32 for depth 3, 128 for depth 5)."""
+    return 2 ** (int(backbone.n) + 2)
+
+
+def pad_for_backbone(images: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
+    """(N, C, H, W) zero-padded at the bottom/right to the hourglass's multiple."""
+    return pad_images(images, backbone_divisor(backbone))
+
+
+def crop_map(feature: torch.Tensor, stride: int, size: tuple[int, int]) -> torch.Tensor:
+    """(N, C, h, w) map of a padded input -> (N, C, ceil(H/stride), ceil(W/stride)), size=(H, W).
+
+    Keeps the cells that see the (H, W) input; padding is at the bottom/right.
+    """
+    h, w = -(-size[0] // stride), -(-size[1] // stride)
+    if h > feature.shape[-2] or w > feature.shape[-1]:
+        raise ValueError(
+            f"feature map {tuple(feature.shape)} at stride {stride} is smaller than the "
+            f"{h}x{w} cells an input of {size[0]}x{size[1]} needs"
+        )
+    return feature[..., :h, :w]
+
+
+def float32_anchors(
+    generator: nn.Module, images: torch.Tensor, maps: list[torch.Tensor]
+) -> torch.Tensor:
+    """(A, 4) float32 anchors of ``generator`` for ``images`` (N, C, H, W) and its ``maps``.
+
+    The generator runs on empty float32 placeholders of the same sizes, so that anchors keep
+    full precision when the network runs in half precision.
+    """
+    device = maps[0].device
+    image = torch.empty(1, 0, *images.shape[-2:], device=device)
+    placeholders = [torch.empty(1, 0, *m.shape[-2:], device=device) for m in maps]
+    return generate_anchors(generator, image, placeholders)[0]
+
+
+def _extra_size(size: int, kind: str) -> int:
+    return (size + 1) // 2 if kind == "s2" else max(size, 3) - 2
+
+
+class ExtraLayer(nn.Module):
+    """SSD extra layer: 1x1 conv to ``in_dim // 2``, ReLU, 3x3 conv to ``out_dim``, ReLU.
+
+    ``kind="s2"``: stride 2, padding 1, (N, in_dim, h, w) -> (N, out_dim, ceil(h/2), ceil(w/2)).
+    ``kind="valid"``: stride 1, no padding, -> (h - 2, w - 2); sides below 3 are zero-padded
+    to 3 first (bottom/right get the odd cell), giving 1.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, kind: str) -> None:
+        super().__init__()
+        if kind not in EXTRA_KINDS:
+            raise ValueError(f"extra layer kind {kind!r}: expected one of {EXTRA_KINDS}")
+        self.kind = kind
+        mid = max(in_dim // 2, 1)
+        stride, padding = (2, 1) if kind == "s2" else (1, 0)
+        self.reduce = nn.Conv2d(in_dim, mid, 1)
+        self.conv = nn.Conv2d(mid, out_dim, 3, stride=stride, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.reduce(x))
+        if self.kind == "valid":
+            ph, pw = max(3 - x.shape[-2], 0), max(3 - x.shape[-1], 0)
+            if ph or pw:
+                x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        return F.relu(self.conv(x))
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+
+class SSD(AnchorBasedDetector):
+    """SSD on a shared hourglass backbone (see the module docstring).
+
+    Args:
+        num_classes: K foreground classes (0-based labels; the head has K + 1 with background 0).
+        backbone: the shared hourglass (``forward_features``, ``out_channels``, ``n``).
+        config: hyper-parameters (:data:`SSD_PRESETS`).
+
+    Subclasses (DSSD) insert layers between the maps and the head by overriding
+    :meth:`_build_neck` and :meth:`neck`.
+    """
+
+    name = "ssd"
+    #: SSD keeps its input size; the backbone's padding is cropped off the maps
+    size_divisor = 1
+
+    def __init__(
+        self, num_classes: int, backbone: nn.Module, config: SSDConfig | None = None
+    ) -> None:
+        super().__init__(num_classes, backbone)
+        cfg = config or SSDConfig()
+        num_maps = len(BACKBONE_LEVELS) + len(cfg.extra_layers)
+        if len(cfg.aspect_ratios) != num_maps or len(cfg.scales) != num_maps + 1:
+            raise ValueError(
+                f"{num_maps} maps (3 backbone + {len(cfg.extra_layers)} extra): expected "
+                f"{num_maps} aspect_ratios and {num_maps + 1} scales, got "
+                f"{len(cfg.aspect_ratios)} and {len(cfg.scales)}"
+            )
+        self.config = cfg
+        channels = [backbone.out_channels[name] for name in BACKBONE_LEVELS]
+        width = cfg.extra_channels or channels[-1]
+        extras = []
+        for kind in cfg.extra_layers:
+            extras.append(ExtraLayer(channels[-1], width, kind))
+            channels.append(width)
+        self.extras = nn.ModuleList(extras)
+        self.anchor_generator = DefaultBoxGenerator(
+            [list(r) for r in cfg.aspect_ratios], scales=list(cfg.scales), steps=None
+        )
+        head_channels = self._build_neck(channels)
+        self.head = tv_ssd.SSDHead(
+            head_channels, self.anchor_generator.num_anchors_per_location(), num_classes + 1
+        )
+        # attribute names read by torchvision's SSD.compute_loss (called in loss())
+        self.box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+        self.neg_to_pos_ratio = cfg.neg_to_pos_ratio
+        self.matcher = SSDMatcher(cfg.iou_thresh)
+
+    # ---- the maps ------------------------------------------------------------------------
+    def _build_neck(self, channels: list[int]) -> list[int]:
+        """Build layers between the SSD maps (``channels`` wide) and the head; their widths."""
+        return channels
+
+    def neck(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """SSD maps -> the maps the head sees (SSD: unchanged)."""
+        return maps
+
+    def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """(N, 3, H, W) -> SSD maps: cropped s8, s16, s32 (ceil(H/s) cells), then the extras."""
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        features = self.backbone.forward_features(pad_for_backbone(images, self.backbone))
+        maps = [crop_map(features[name], int(name[1:]), size) for name in BACKBONE_LEVELS]
+        for layer in self.extras:
+            maps.append(layer(maps[-1]))
+        return maps
+
+    def feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """(h, w) of every SSD map for an (height, width) input, without running the network."""
+        sizes = [(-(-height // int(n[1:])), -(-width // int(n[1:]))) for n in BACKBONE_LEVELS]
+        for kind in self.config.extra_layers:
+            sizes.append((_extra_size(sizes[-1][0], kind), _extra_size(sizes[-1][1], kind)))
+        return sizes
+
+    def anchors_per_image(self, height: int, width: int) -> int:
+        """Default boxes on an (height, width) input (counted on CPU, also in a meta context)."""
+        # DefaultBoxGenerator keeps its box shapes on the CPU: keep the placeholders there too
+        with torch.device("cpu"):
+            return super().anchors_per_image(height, width)
+
+    # ---- the interface -------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> dict:
+        """(N, 3, H, W) -> raw outputs (see the module docstring)."""
+        check_images(images)
+        maps = self.feature_maps(images)
+        head = self.head(self.neck(maps))  # per map (N, A_l*(K+1), h, w) -> (N, sum h*w*A_l, K+1)
+        anchors = float32_anchors(self.anchor_generator, images, maps)
+        per_location = self.anchor_generator.num_anchors_per_location()
+        return {
+            "cls_logits": head["cls_logits"],
+            "bbox_regression": head["bbox_regression"],
+            "anchors": anchors,
+            "num_anchors_per_level": [
+                int(m.shape[-2] * m.shape[-1]) * a for m, a in zip(maps, per_location)
+            ],
+            "feature_sizes": [(int(m.shape[-2]), int(m.shape[-1])) for m in maps],
+        }
+
+    def _match(self, outputs: dict, targets: list[dict[str, torch.Tensor]]):
+        anchors = outputs["anchors"]
+        batch = outputs["cls_logits"].shape[0]
+        checked = check_targets(targets, batch, self.num_classes)
+        targets = targets_to(checked, anchors.device, anchors.dtype)
+        anchors_list = [anchors] * batch
+        return targets, anchors_list, match_anchors(self.matcher, anchors_list, targets)
+
+    def loss(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
+        """Cross-entropy with 3:1 hard negatives (``loss_cls``), smooth L1 (``loss_box``)."""
+        targets, anchors_list, matched = self._match(outputs, targets)
+        # label 0 is background in the head: shift the 0-based labels by one
+        shifted = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
+        head_outputs = {k: outputs[k] for k in ("cls_logits", "bbox_regression")}
+        parts = tv_ssd.SSD.compute_loss(self, shifted, head_outputs, anchors_list, matched)
+        loss_cls, loss_box = parts["classification"], parts["bbox_regression"]
+        return {"loss_cls": loss_cls, "loss_box": loss_box, "loss": loss_cls + loss_box}
+
+    def decode(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[Detections]:
+        """Softmax scores without the background column, top-k per map, decoding, class NMS."""
+        cls_logits = outputs["cls_logits"]
+        sizes = check_image_sizes(image_sizes, cls_logits.shape[0])
+        cfg = self.config
+        scores = F.softmax(cls_logits, dim=-1)[..., 1:]  # (N, A, K + 1) -> (N, A, K), 0-based
+        return decode_dense(
+            scores,
+            outputs["bbox_regression"],
+            [outputs["anchors"]] * len(sizes),
+            outputs["num_anchors_per_level"],
+            sizes,
+            self.box_coder.decode_single,
+            score_thresh=cfg.score_thresh,
+            topk_candidates=cfg.topk_candidates,
+            nms_thresh=cfg.nms_thresh,
+            max_detections=self.max_detections,
+        )
+
+    def assignment_stats(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
+        """Per-image mean positives / negatives (none ignored) under SSD's matcher.
+
+        Also ``hard_negatives``: the negatives the loss keeps, min(3 x positives, negatives).
+        """
+        with torch.no_grad():
+            matched = self._match(outputs, targets)[2]
+        stats = assignment_counts(matched)
+        kept = [
+            min(self.neg_to_pos_ratio * int((m >= 0).sum()), int((m < 0).sum())) for m in matched
+        ]
+        stats["hard_negatives"] = sum(kept) / max(len(kept), 1)
+        return stats
+
+
+def build_ssd(
+    num_classes: int, backbone: str = "tiny", preset: str = "synthetic", **kwargs: object
+) -> SSD:
+    """SSD on ``build_hourglass(backbone)``; ``kwargs`` override :class:`SSDConfig` fields."""
+    config = preset_config(SSD_PRESETS, preset, kwargs)
+    return SSD(num_classes, build_hourglass(backbone), config)
