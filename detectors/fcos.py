@@ -9,8 +9,11 @@ negative points.
 
 Neck: as RetinaNet's (FPN over s8/s16/s32, P6/P7 from C5). Head: torchvision's ``FCOSHead``
 (4 conv + GroupNorm layers per branch; sigmoid focal loss, GIoU box loss and centre-ness BCE,
-each / positives). Points are the centres of one stride-sized square per location, made by
-torchvision's ``AnchorGenerator`` (as torchvision's FCOS does).
+each / positives), with GroupNorm groups of at least 8 channels (:func:`head_norm_groups`):
+torchvision's 32 groups leave one channel per group at the tiny backbone's width 32, and a
+1x1 level (P7 of a 128 px input) would then normalise single values to a constant.
+Points are the centres of one stride-sized square per location, made by torchvision's
+``AnchorGenerator`` (as torchvision's FCOS does).
 
 Assignment (:func:`match_points`, from the paper and its centre-sampling refinement): a point
 is positive for a box when it lies inside the box, within ``center_sampling_radius`` strides of
@@ -46,7 +49,7 @@ from detectors.anchor_based import (
 from detectors.backbones import build_hourglass
 from detectors.base import Detections, Detector, check_images, check_targets
 
-__all__ = ["FCOS", "FCOS_PRESETS", "FCOSConfig", "build_fcos", "match_points"]
+__all__ = ["FCOS", "FCOS_PRESETS", "FCOSConfig", "build_fcos", "head_norm_groups", "match_points"]
 
 STRIDES = (8, 16, 32, 64, 128)
 
@@ -63,13 +66,17 @@ class FCOSConfig:
     score_thresh: float = 0.2
     topk_candidates: int = 1000
     nms_thresh: float = 0.6
-    # FPN width (a multiple of 32, for GroupNorm(32)); None: the backbone's cnv_dim
+    # FPN width (a multiple of 32); None: the backbone's cnv_dim
     fpn_channels: int | None = None
+    # the head's GroupNorm: 32 groups (paper, torchvision), but at least this many channels
+    # per group, so that a 1x1 level (P7 of a 128 px input) still normalises 8 values
+    min_group_channels: int = 8
 
 
 FCOS_PRESETS: dict[str, FCOSConfig] = {
     "paper": FCOSConfig(),
-    # 128 px images: objects are at most ~128 px, so the ranges are halved to use all levels
+    # 128 px images: the ranges are halved. max(l, t, r, b) < 128 px there, so P6 and P7 get
+    # no positives (measured on the smoke set: P3..P5 only); they still see every negative
     "synthetic": FCOSConfig(level_bounds=(32, 64, 128, 256)),
 }
 
@@ -115,6 +122,32 @@ def match_points(
     return torch.where(torch.isfinite(best), index, torch.full_like(index, -1))
 
 
+def head_norm_groups(channels: int, min_group_channels: int = 8) -> int:
+    """GroupNorm groups for the head: 32 (paper), fewer when channels / 32 < min_group_channels.
+
+    torchvision's ``GroupNorm(32, C)`` was made for C = 256 (8 channels per group). With the
+    tiny backbone's C = 32 it puts one channel in each group, and on a 1x1 level (P7 of a
+    128 px input) each group then holds one value: normalised, it is 0 whatever the image
+    (torch raises for a batch of one; larger batches silently lose the level). Keeping groups
+    of ``min_group_channels`` channels makes a 1x1 level normalise that many values.
+    """
+    return max(1, min(32, channels // min_group_channels))
+
+
+def _set_group_norm_groups(module: nn.Module, num_groups: int) -> None:
+    """Set ``num_groups`` of every ``nn.GroupNorm`` in ``module`` (in place).
+
+    The affine parameters are per channel, so parameters and state-dict keys do not change.
+    """
+    for norm in module.modules():
+        if isinstance(norm, nn.GroupNorm):
+            if norm.num_channels % num_groups:
+                raise ValueError(
+                    f"num_groups={num_groups}: expected a divisor of {norm.num_channels}"
+                )
+            norm.num_groups = num_groups
+
+
 class FCOS(Detector):
     """FCOS on a shared backbone with ``forward_features`` -> {"s8", "s16", "s32", ...}.
 
@@ -135,12 +168,17 @@ class FCOS(Detector):
         channels = cfg.fpn_channels or backbone.cnv_dim
         if channels % 32:
             raise ValueError(f"fpn_channels={channels}: expected a multiple of 32 (GroupNorm)")
+        if cfg.min_group_channels < 1 or 32 % cfg.min_group_channels:
+            raise ValueError(
+                f"min_group_channels={cfg.min_group_channels}: expected a divisor of 32"
+            )
         if len(cfg.level_bounds) != len(STRIDES) - 1:
             raise ValueError(f"level_bounds={cfg.level_bounds}: expected {len(STRIDES) - 1}")
         self.config = cfg
         self.neck = PyramidNeck(backbone.out_channels, ("s8", "s16", "s32"), channels, "p6p7")
         self.point_generator = AnchorGenerator(tuple((s,) for s in STRIDES), ((1.0,),) * 5)
         self.head = FCOSHead(channels, 1, num_classes)
+        _set_group_norm_groups(self.head, head_norm_groups(channels, cfg.min_group_channels))
 
     def forward(self, images: torch.Tensor) -> dict:
         """(N, 3, H, W) -> raw outputs (see the module docstring)."""

@@ -16,9 +16,8 @@ gives it to the nearest one (`corner_pool_cummax` agrees in the forward pass onl
 propagates forward as in torch.maximum; gradients of inputs holding NaN are unspecified.
 
 Public: corner_pool(x, direction, backend="auto"), fused_corner_pool(a, b, corner, backend),
-corner_pool_reference, fused_corner_pool_reference (the specification and CPU path), and the
-benchmark baselines corner_pool_cummax (flip + cummax + flip) and corner_pool_loop (the
-original's algorithm: one torch.max per row forward, one scatter_add per row backward).
+corner_pool_reference, fused_corner_pool_reference (the specification and CPU path). The
+benchmark baselines corner_pool_cummax and corner_pool_loop are in kernels.corner_pool_baselines.
 backend="auto" runs Triton on CUDA tensors and the torch reference on CPU tensors.
 
 Triton: a program owns whole lines across the scan axis and walks the scan axis row by row,
@@ -139,55 +138,6 @@ def fused_corner_pool_reference(a: torch.Tensor, b: torch.Tensor, corner: str) -
     """Torch ``pool_a(a) + pool_b(b)`` for corner "tl" or "br". a, b: (N, C, H, W)."""
     dir_a, dir_b = _check_pair(a, b, corner)
     return _CornerPoolReference.apply(a, dir_a) + _CornerPoolReference.apply(b, dir_b)
-
-
-def corner_pool_cummax(x: torch.Tensor, direction: str) -> torch.Tensor:
-    """Baseline: flip + torch.cummax + flip (ties' gradient to the nearest maximum)."""
-    _check(x, "x", direction=direction)
-    dim, reverse = DIRECTIONS[direction]
-    if reverse:
-        return x.flip(dim).cummax(dim).values.flip(dim)
-    return x.cummax(dim).values
-
-
-class _CornerPoolLoop(torch.autograd.Function):
-    """The original algorithm: one torch.max per row forward, one scatter_add per row back."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, direction: str) -> torch.Tensor:
-        dim, reverse = DIRECTIONS[direction]
-        size = x.shape[dim]
-        order = list(range(size - 1, -1, -1)) if reverse else list(range(size))
-        out = x.clone()
-        for prev, i in zip(order, order[1:]):
-            out.select(dim, i).copy_(torch.max(x.select(dim, i), out.select(dim, prev)))
-        ctx.save_for_backward(x)
-        ctx.dim, ctx.order = dim, order
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (x,) = ctx.saved_tensors
-        dim, order = ctx.dim, ctx.order
-        gx = torch.zeros_like(x)
-        if not order or x.numel() == 0:
-            return gx, None
-        best = x.select(dim, order[0]).clone()
-        where = torch.full_like(best, order[0], dtype=torch.int64).unsqueeze(dim)
-        for i in order:
-            row = x.select(dim, i)
-            better = row > best  # strictly greater: a tie keeps the first maximum met
-            best = torch.where(better, row, best)
-            where = torch.where(better.unsqueeze(dim), i, where)
-            gx.scatter_add_(dim, where, grad.select(dim, i).unsqueeze(dim))
-        return gx, None
-
-
-def corner_pool_loop(x: torch.Tensor, direction: str) -> torch.Tensor:
-    """Baseline: the original CornerNet's row-by-row loop, forward and backward."""
-    _check(x, "x", direction=direction)
-    return _CornerPoolLoop.apply(x, direction)
 
 
 # ---------------------------------------------------------------- validation

@@ -8,6 +8,8 @@ are also written into the dataset card.
 Every image is rendered from its own RNG, seeded by (seed, split, index), so the output is
 byte-identical for a seed whatever the number of worker processes.
 
+The drawing primitives (shape polygons, textures, clutter) are in :mod:`bench.data.shapes`.
+
 Public: ``generate_synthetic``, ``ensure_synthetic``, ``validate_params``, ``CATEGORIES``,
 ``PRESETS``, ``FINGERPRINT_NAME``.
 """
@@ -26,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from bench.data.shapes import background, draw_clutter, place_polygons, shape_polygons, texture
 from bench.errors import UsageError
 
 # (id, name, supercategory); ids spread over 1..90 like COCO's, so the id mapping is exercised.
@@ -87,117 +90,7 @@ def validate_params(num_train: int, num_val: int, image_size: int, seed: int) ->
             raise UsageError(f"{flag} must be between {lo} and {hi}, got {value}")
 
 
-# ---------------------------------------------------------------- shapes
-def _ellipse(n: int, rx: float = 1.0, ry: float = 1.0, cx: float = 0.0, cy: float = 0.0):
-    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
-    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
-
-
-def _shape(name: str, w: float, h: float, rng: np.random.Generator):
-    """Outer polygons, hole polygons (arrays of (x, y) in local units) and whether to rotate.
-
-    (w, h) is the target box in pixels, used to keep strokes and arms even in pixels.
-    """
-    short = min(w, h)
-    n = int(np.clip((w + h) * 1.2, 16, 96))  # polygon vertices for round shapes
-    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float64)
-    if name == "rectangle":
-        return [square], [], False
-    if name == "frame":
-        t = rng.uniform(0.15, 0.3) * short
-        tx, ty = t / w, t / h
-        return [square], [np.array([[tx, ty], [1 - tx, ty], [1 - tx, 1 - ty], [tx, 1 - ty]])], False
-    if name == "ellipse":
-        return [_ellipse(n, 1.0, rng.uniform(0.3, 1.0))], [], True
-    if name == "triangle":  # vertices a third of a turn apart, jittered: no slivers
-        angles = np.arange(3) * (2 * np.pi / 3) + rng.uniform(-0.6, 0.6, 3)
-        return [np.stack([np.cos(angles), np.sin(angles)], axis=1)], [], True
-    if name == "parallelogram":
-        r = rng.uniform(1.0, 3.0)
-        rect = square * np.array([r, 1.0])
-        angle = rng.uniform(20, 70) * np.pi / 180 * rng.choice([-1, 1])
-        c, s = np.cos(angle), np.sin(angle)
-        return [rect @ np.array([[c, s], [-s, c]])], [], False
-    if name == "ring":
-        k = rng.uniform(0.45, 0.7)
-        return [_ellipse(n)], [_ellipse(n, k, k)], False
-    if name == "crescent":
-        k, d, phi = rng.uniform(0.75, 1.0), rng.uniform(0.35, 0.7), rng.uniform(0, 2 * np.pi)
-        return [_ellipse(n)], [_ellipse(n, k, k, d * np.cos(phi), d * np.sin(phi))], False
-    if name == "star":
-        t = np.linspace(0, 2 * np.pi, 10, endpoint=False)
-        r = np.where(np.arange(10) % 2 == 0, 1.0, rng.uniform(0.38, 0.55))
-        return [np.stack([r * np.cos(t), r * np.sin(t)], axis=1)], [], True
-    if name == "cross":
-        a = rng.uniform(0.25, 0.4) * short
-        ax, ay = 0.5 - a / (2 * w), 0.5 - a / (2 * h)
-        bx, by = 1 - ax, 1 - ay
-        pts = [(ax, 0), (bx, 0), (bx, ay), (1, ay), (1, by), (bx, by)]
-        pts += [(bx, 1), (ax, 1), (ax, by), (0, by), (0, ay), (ax, ay)]
-        return [np.array(pts, dtype=np.float64)], [], False
-    raise ValueError(f"unknown shape {name!r}")
-
-
-def _place(outer, holes, rotate: bool, box, rng: np.random.Generator):
-    """Rotate (optionally) and stretch the polygons so the outer ones fill ``box`` exactly."""
-    if rotate:
-        a = rng.uniform(0, 2 * np.pi)
-        rot = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
-        outer, holes = [p @ rot for p in outer], [p @ rot for p in holes]
-    pts = np.concatenate(outer)
-    lo, span = pts.min(0), np.maximum(pts.max(0) - pts.min(0), 1e-9)
-    x0, y0, w, h = box
-    # pixel (i, j) covers [i, i + 1): PIL fills pixels whose centres the polygon covers
-    to_px = lambda p: (p - lo) / span * np.array([w, h]) + np.array([x0, y0]) - 0.5  # noqa: E731
-    return [to_px(p) for p in outer], [to_px(p) for p in holes]
-
-
 # ---------------------------------------------------------------- rendering
-def _texture(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, amp: float) -> np.ndarray:
-    """(h, w, 1) float32 zero-mean pattern on pixel grids ``ys``, ``xs``: flat, gradient,
-    stripes or checks."""
-    kind, phi = rng.integers(4), rng.uniform(0, np.pi)
-    u = xs * np.float32(np.cos(phi)) + ys * np.float32(np.sin(phi))
-    if kind == 0:
-        t = np.zeros_like(u)
-    elif kind == 1:
-        t = (u - u.min()) * (2.0 / max(float(np.ptp(u)), 1.0)) - 1.0
-    elif kind == 2:
-        t = np.sin(u * np.float32(2 * np.pi / rng.uniform(3, 12)))
-    else:
-        c = rng.integers(2, 9)
-        t = ((xs // c + ys // c) % 2) * 2.0 - 1.0
-    return (t * np.float32(amp))[..., None]
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(S, S, 3) float32 base colour + low-frequency colour noise + a texture."""
-    k = int(rng.integers(2, 7))
-    blobs = np.clip(128 + rng.normal(0, 50, (k, k, 3)), 0, 255).astype(np.uint8)
-    low = np.asarray(Image.fromarray(blobs).resize((size, size), Image.BICUBIC), np.float32)
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    base = rng.uniform(40, 215, 3).astype(np.float32)
-    return base + (low - 128) + _texture(rng, ys, xs, 25)
-
-
-def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, count: int) -> None:
-    """Unlabelled distractors: jagged blobs, polylines and dots in random colours."""
-    for _ in range(count):
-        colour = (*(int(c) for c in rng.integers(0, 256, 3)), 255)
-        kind = rng.integers(3)
-        cx, cy = rng.uniform(0, size, 2)
-        if kind == 0:
-            r = rng.uniform(2, max(3, size / 8)) * rng.uniform(0.3, 1.0, int(rng.integers(7, 16)))
-            t = np.sort(rng.uniform(0, 2 * np.pi, r.size))
-            draw.polygon([(cx + a * np.cos(b), cy + a * np.sin(b)) for a, b in zip(r, t)], colour)
-        elif kind == 1:
-            pts = np.cumsum(rng.normal(0, size / 6, (int(rng.integers(2, 5)), 2)), 0) + (cx, cy)
-            draw.line([tuple(p) for p in pts], colour, width=int(rng.integers(1, 3)))
-        else:
-            r = rng.uniform(1, 3)
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), colour)
-
-
 def _sample_box(rng: np.random.Generator, size: int, others: list) -> list[float]:
     aspect = float(np.exp(rng.uniform(-np.log(MAX_ASPECT), np.log(MAX_ASPECT))))
     s_max = 0.9 * size / np.sqrt(max(aspect, 1 / aspect))  # both sides fit in 90% of the image
@@ -220,9 +113,9 @@ def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
     ``segmentation``, ``visible_fraction``; no ids yet) and the number of objects dropped for
     being more than 70% occluded.
     """
-    canvas = _background(rng, size)
+    canvas = background(rng, size)
     clutter = Image.new("RGBA", (size, size))  # alpha marks the clutter's pixels
-    _clutter(ImageDraw.Draw(clutter), rng, size, int(rng.integers(2, 8)))
+    draw_clutter(ImageDraw.Draw(clutter), rng, size, int(rng.integers(2, 8)))
     rgba = np.asarray(clutter, np.float32)
     canvas[rgba[..., 3] > 0] = rgba[..., :3][rgba[..., 3] > 0]
     n = int(rng.integers(2, 10))
@@ -237,8 +130,8 @@ def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
     owner = np.full((size, size), -1, np.int16)
     objects = []  # (category index, full mask, slice of its box)
     for i, j in enumerate(order):
-        outer, holes, rot = _shape(CATEGORIES[cats[j]][1], boxes[j][2], boxes[j][3], rng)
-        outer, holes = _place(outer, holes, rot, boxes[j], rng)
+        outer, holes, rot = shape_polygons(CATEGORIES[cats[j]][1], boxes[j][2], boxes[j][3], rng)
+        outer, holes = place_polygons(outer, holes, rot, boxes[j], rng)
         m_img = Image.new("L", (size, size))
         draw = ImageDraw.Draw(m_img)
         for polygon, fill in [(p, 255) for p in outer] + [(p, 0) for p in holes]:
@@ -252,7 +145,7 @@ def render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
         if m.any() and np.abs(canvas[box][m].mean(0) - colour).mean() < 40:  # keep contrast
             colour = (colour + 128) % 256
         ys, xs = np.mgrid[box].astype(np.float32)
-        canvas[box][m] = (colour + _texture(rng, ys, xs, rng.uniform(0, 40)))[m]
+        canvas[box][m] = (colour + texture(rng, ys, xs, rng.uniform(0, 40)))[m]
         owner[box][m] = i
         objects.append((int(cats[j]), full, box))
     lines = Image.new("L", (size, size))  # a few lines over the objects
