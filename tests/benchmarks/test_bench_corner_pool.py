@@ -5,7 +5,8 @@ per row), cummax (flip + torch.cummax + flip), loop (the original's row-by-row a
 Inference at (1, 256, 128, 128) and forward + backward training at batch 1 (every device:
 the CPU loops of the baselines take seconds per round at larger batches on 2 shared cores)
 and batch 8 (GPU only). On a GPU the timed function synchronises, so host timings are
-device timings. No pass/fail on speed here: ratios are gated elsewhere, from saved results.
+device timings. The CPU medians are gated against tests/benchmarks/baseline.json by
+conftest.py (bench/regression.py); GPU figures are recorded, not gated.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ def _sync() -> None:
 
 
 def _rounds(cpu: int) -> dict[str, int]:
-    # CPU: few rounds, each already 10-1000 ms; GPU: enough rounds for a stable median
+    # CPU: few rounds, each already 30-300 ms, after one warm-up round (the first touches
+    # freshly allocated 64 MB buffers and ran 2-6x slower); GPU: enough for a stable median
     if DEVICE == "cuda":
         return {"rounds": 50, "warmup_rounds": 5, "iterations": 1}
-    return {"rounds": cpu, "warmup_rounds": 0, "iterations": 1}
+    return {"rounds": cpu, "warmup_rounds": 1, "iterations": 1}
 
 
 @pytest.mark.parametrize("provider", PROVIDER_PARAMS)
@@ -63,7 +65,7 @@ def test_bench_fused_tl_inference(benchmark, provider: str) -> None:
 
     benchmark.group = "corner_pool tl inference (1, 256, 128, 128)"
     benchmark.extra_info.update(provider=provider, shape=list(shape), device=DEVICE)
-    out = benchmark.pedantic(run, **_rounds(3))
+    out = benchmark.pedantic(run, **_rounds(7))
     assert out.shape == shape
 
 
@@ -86,5 +88,5 @@ def test_bench_fused_tl_training(benchmark, provider: str, batch: int) -> None:
 
     benchmark.group = f"corner_pool tl forward+backward {shape}"
     benchmark.extra_info.update(provider=provider, shape=list(shape), device=DEVICE)
-    ga, gb = benchmark.pedantic(run, **_rounds(2))
+    ga, gb = benchmark.pedantic(run, **_rounds(5))
     assert ga.shape == gb.shape == shape
