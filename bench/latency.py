@@ -7,7 +7,7 @@ Protocol (every figure in milliseconds, per call of a batch; batch 1 = per image
   CUDA events with one synchronisation before and after the timed loop on a GPU).
 - Stages of one iteration, on raw images (uint8 (3, H, W) as decoded from the file, cycled):
   ``preprocess``: copy to the device, scale to [0, 1], letterbox to the input size, normalise
-  with the training mean/std (:func:`bench.train.normalize_images`), cast to the dtype, stack;
+  with the training mean/std (:func:`bench.data.stream.normalize_images`), cast to the dtype, stack;
   ``forward``: backbone and heads (the detector's own input padding included);
   ``decode``: the detector's decode and NMS on float32 outputs, boxes mapped back to the raw
   image (:func:`bench.data.transforms.invert_boxes`);
@@ -36,6 +36,7 @@ import itertools
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,8 +109,8 @@ def preprocess(
     Letterboxed to ``input_size`` (S), normalised, cast to ``dtype`` on ``device``. Returns the
     input and the letterbox ``meta`` that :func:`bench.data.transforms.invert_boxes` needs.
     """
+    from bench.data.stream import normalize_images
     from bench.data.transforms import Letterbox
-    from bench.train import normalize_images
 
     if not isinstance(raw, torch.Tensor) or raw.dim() != 3 or raw.shape[0] != 3:
         what = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
@@ -328,6 +329,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--cuda-graphs", action="store_true", help="also time CUDA graphs")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="also save latency.json (rows + environment), latency.csv and env.json here",
+    )  # fmt: skip
+
+
+def save_latency(out: Path, rows: Sequence[Mapping[str, Any]], suite: str) -> None:
+    """Write ``latency.json`` ({suite, env, rows}), ``latency.csv`` and ``env.json`` atomically."""
+    import pandas as pd
+
+    from bench.env import collect_env
+    from bench.results import write_csv_atomic, write_json_atomic
+
+    env = collect_env()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "latency.json", {"suite": suite, "env": env, "rows": list(rows)})
+    write_csv_atomic(out / "latency.csv", pd.DataFrame(list(rows)))
+    write_json_atomic(out / "env.json", env)
 
 
 def run(args: argparse.Namespace, *, builders: Mapping[str, Builder] | None = None) -> int:
@@ -366,6 +385,8 @@ def run(args: argparse.Namespace, *, builders: Mapping[str, Builder] | None = No
         input_size=args.input_size, builders=builders,
         progress=None if args.json else lambda what: err.print(f"timing {what} ..."),
     )  # fmt: skip
+    if args.out is not None:
+        save_latency(args.out, rows, args.suite)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

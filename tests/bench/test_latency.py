@@ -154,6 +154,17 @@ def test_cli_prints_json_rows_and_a_table(capsys, monkeypatch):
     assert "sleepy" in capsys.readouterr().out
 
 
+def test_cli_saves_rows_with_their_environment(tmp_path):
+    builders = {"sleepy": lambda k, **kw: SleepyDetector(k, **kw)}
+    out = tmp_path / "lat"
+    args = parse("--iters", "2", "--warmup", "0", "--out", str(out), "--json")
+    assert latency.run(args, builders=builders) == 0
+    doc = json.loads((out / "latency.json").read_text())
+    assert doc["suite"] == "synthetic" and [r["detector"] for r in doc["rows"]] == ["sleepy"]
+    assert doc["env"]["torch_version"] and (out / "env.json").is_file()
+    assert "latency_ms_p50" in (out / "latency.csv").read_text().splitlines()[0]
+
+
 def test_cli_errors():
     builders = {"sleepy": lambda k, **kw: SleepyDetector(k, **kw)}
     with pytest.raises(UsageError, match="CUDA graphs"):
