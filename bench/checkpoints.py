@@ -44,6 +44,7 @@ __all__ = [
     "restore_training",
     "save_atomic",
     "training_checkpoint",
+    "export_zoo",
     "zoo_path",
 ]
 
@@ -228,6 +229,41 @@ def export_half(checkpoint: str | os.PathLike | Mapping[str, Any], path: str | o
         "dtype": "float16",
     }
     return save_atomic({"model": model, "detector": ckpt["detector"], "manifest": manifest}, path)
+
+
+def export_zoo(entries: list[tuple[str, Mapping[str, Any]]], folder: str | os.PathLike) -> Path:
+    """Export finished training runs as zoo files in ``folder`` and update its manifest.
+
+    ``entries``: (zoo name, train summary) pairs, a summary being what
+    :func:`bench.train.train_detector` returns (``checkpoint``, ``backbone``, ``loss_curve``,
+    ``images_seen``, ``seconds_per_iter``, ``train_seconds``, ``final_loss``). Each becomes
+    ``<name>-<backbone>.pt`` (fp16, :func:`export_half`) and ``<name>-<backbone>.loss_curve.csv``;
+    ``manifest.json`` ``{"files": {stem: {"file", "loss_curve", "images_seen",
+    "seconds_per_iter", "train_seconds", "final_loss"}}}`` keeps the entries of files exported
+    before (so detectors can be exported one at a time). Returns the manifest's path.
+    """
+    import json
+    import shutil
+
+    from bench.results import write_json_atomic
+
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        files = {}
+    for name, s in entries:
+        path = export_half(s["checkpoint"], zoo_path(folder, name, s["backbone"]))
+        entry: dict[str, Any] = {"file": path.name}
+        if s.get("loss_curve") and Path(s["loss_curve"]).is_file():
+            curve = path.with_suffix(".loss_curve.csv")
+            shutil.copyfile(s["loss_curve"], curve)
+            entry["loss_curve"] = curve.name
+        for key in ("images_seen", "seconds_per_iter", "train_seconds", "final_loss"):
+            entry[key] = s.get(key)
+        files[path.stem] = entry
+    return write_json_atomic(manifest_path, {"files": dict(sorted(files.items()))})
 
 
 def load_detector(
