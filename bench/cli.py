@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("bench.evaluate", "COCO bbox evaluation of a results JSON with pycocotools"),
     "kernels": ("bench.kernels", "time the Triton kernels against their torch references"),
     "anchors": ("bench.anchors", "anchors per image of each detector at an input size"),
-    "train": ("bench.train", "train detectors with equal budgets"),
+    "train": ("bench.train_cli", "train detectors with equal budgets"),
     "latency": ("bench.latency", "per-stage latency of each detector"),
     "report": ("bench.report", "regenerate a report from saved results"),
     "compare": ("bench.compare", "show the differences between two result folders"),

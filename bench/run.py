@@ -24,6 +24,12 @@ given explicitly must hold every requested detector (exit 2 otherwise).
 Profiles (``--profile``): ``smoke`` (the small synthetic set, 16 images, 5 timed iterations;
 CI), ``quick`` (default: 100 validation images, 20 timed iterations) and ``full`` (every
 validation image, 100 timed iterations, ablations on). On a GPU at least 100 images are timed.
+
+Several processes (``torchrun --nproc-per-node W -m bench run ...``): every rank evaluates
+its share of the validation batches and rank 0 gathers the detections and scores them once,
+so AP and the detections file equal a single-process run's (:mod:`bench.run_measure`).
+Rank 0 alone generates missing data, writes every file and times latency while the others
+wait; ``--train`` trains on all ranks (:mod:`bench.train`).
 """
 
 from __future__ import annotations
@@ -31,9 +37,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shutil
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,24 +46,22 @@ from typing import Any
 
 import torch
 
-from bench.errors import UsageError
-from bench.latency import (
-    DTYPES,
-    available_builders,
-    flatten_latency,
-    float32_outputs,
-    load_raw_images,
-    measure_latency,
-    parse_int_list,
-    resolve_device,
+from bench.distributed import (
+    barrier,
+    broadcast_from_main,
+    init_from_env,
+    local_device,
+    on_main,
+    shutdown,
 )
+from bench.errors import UsageError
+from bench.latency import DTYPES, available_builders, parse_int_list, resolve_device
 from bench.results import ResultStore, write_json_atomic
+from bench.run_measure import measure_variant
 
 __all__ = ["PROFILES", "Profile", "Variant", "add_arguments", "run", "select_variants"]
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-EVAL_BATCH = 8  # images per forward during evaluation (not timed)
-ASSIGN_IMAGES = 32  # images whose matcher assignment is averaged into the row
 ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("cornernet-no-corner-pool", {"corner_pooling": False}),
     ("cornernet-no-gaussian", {"gaussian_bump": False}),
@@ -213,150 +215,38 @@ def resolve_weights(
 
 
 def _train(variants, args, root: Path, out: Path, profile: Profile, device, builders) -> Path:
-    """Train every variant (resumable) into ``out/train`` and export ``out/zoo``."""
+    """Train every variant (resumable; on every rank) into ``out/train``; rank 0 exports
+    ``out/zoo``."""
     from bench.checkpoints import export_half, zoo_path
     from bench.train import TrainConfig, train_detector
 
     cfg = TrainConfig(input_size=args.input_size)
     if profile.train_images is not None:
         cfg = TrainConfig(input_size=args.input_size, images_seen=profile.train_images)
-    zoo, manifest = out / "zoo", {}
+    zoo, summaries = out / "zoo", []
     for v in variants:
         s = train_detector(
             v.base, data_root=root, out_dir=out / "train" / v.name, cfg=cfg, device=device,
             backbone=args.backbone, preset=args.preset, detector_kwargs=v.kwargs,
             progress=not args.no_progress, builder=builders[v.base],
         )  # fmt: skip
-        path = export_half(s["checkpoint"], zoo_path(zoo, v.name, args.backbone))
-        curve = path.with_suffix(".loss_curve.csv")
-        if Path(s["loss_curve"]).is_file():
-            shutil.copyfile(s["loss_curve"], curve)
-        manifest[path.stem] = {"file": path.name, "images_seen": s["images_seen"]}
-        manifest[path.stem].update(seconds_per_iter=s["seconds_per_iter"], loss_curve=curve.name)
-    write_json_atomic(zoo / "manifest.json", {"files": manifest})
+        summaries.append((v, s))
+
+    def export() -> None:
+        manifest = {}
+        for v, s in summaries:
+            path = export_half(s["checkpoint"], zoo_path(zoo, v.name, args.backbone))
+            curve = path.with_suffix(".loss_curve.csv")
+            if Path(s["loss_curve"]).is_file():
+                shutil.copyfile(s["loss_curve"], curve)
+            manifest[path.stem] = {"file": path.name, "images_seen": s["images_seen"]}
+            manifest[path.stem].update(
+                seconds_per_iter=s["seconds_per_iter"], loss_curve=curve.name
+            )
+        write_json_atomic(zoo / "manifest.json", {"files": manifest})
+
+    on_main(export)  # the other ranks wait for it
     return zoo
-
-
-def _build(v: Variant, w: Weights, args, num_classes: int, builders, device, dtype):
-    from bench.checkpoints import load_detector
-
-    if w.path is not None:
-        model = load_detector(w.path, "cpu", builder=builders[v.base])
-    else:
-        torch.manual_seed(0)
-        model = builders[v.base](
-            num_classes, backbone=args.backbone, preset=args.preset, **v.kwargs
-        )
-    return model.to(device=device, dtype=dtype).eval()
-
-
-def evaluate(model, dataset, indices, *, input_size, device, dtype, gt_path, det_path, bar=None):
-    """COCO evaluation of ``model`` on ``dataset[indices]``, writing ``det_path``.
-
-    Returns (evaluate_coco's dict, per-image means of ``assignment_stats`` over the first
-    ASSIGN_IMAGES images, a sample ``(image (3, S, S) in [0, 1], Detections, heatmaps)``).
-    """
-    from bench.data.transforms import collate_detection, invert_boxes
-    from bench.evaluate import detections_to_coco, evaluate_coco
-    from bench.train import normalize_images
-
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, indices), batch_size=EVAL_BATCH,
-        collate_fn=collate_detection, num_workers=0,
-    )  # fmt: skip
-    ids, boxes, scores, labels = [], [], [], []
-    assign: dict[str, float] = {}
-    assigned, sample = 0, None
-    with torch.inference_mode():
-        for images, targets in loader:
-            out = float32_outputs(model(normalize_images(images.to(device)).to(dtype)))
-            dets = model.decode(out, [(input_size, input_size)] * len(targets))
-            for d, t in zip(dets, targets):
-                ids.append(t["image_id"])
-                boxes.append(invert_boxes(d.boxes.float().cpu(), t["meta"]))
-                scores.append(d.scores.float().cpu())
-                labels.append(d.labels.cpu())
-            if assigned < ASSIGN_IMAGES:
-                tg = [{k: t[k].to(device) for k in ("boxes", "labels")} for t in targets]
-                for k, v in model.assignment_stats(out, tg).items():
-                    assign[k] = assign.get(k, 0.0) + float(v) * len(targets)
-                assigned += len(targets)
-            if sample is None:
-                sample = (images[0], dets[0].to("cpu"), _heatmaps(out))
-            if bar is not None:
-                bar(len(targets))
-    coco = detections_to_coco(ids, boxes, scores, labels, dataset.cat_ids)
-    result = evaluate_coco(gt_path, coco, results_path=det_path)
-    return result, {k: v / max(assigned, 1) for k, v in assign.items()}, sample
-
-
-def _heatmaps(outputs: Any) -> dict[str, torch.Tensor]:
-    """CornerNet's corner heatmaps of the first image, max over classes: {"tl", "br"}: (h, w)."""
-    stacks = outputs.get("stacks") if isinstance(outputs, dict) else None
-    heads = stacks[-1] if stacks else {}
-    return {
-        k[:2]: heads[k][0].sigmoid().amax(0).cpu() for k in ("tl_heat", "br_heat") if k in heads
-    }
-
-
-def _measure_variant(v, w, args, ctx, store, progress) -> None:
-    """Evaluate, time and store every batch row of variant ``v``."""
-    from bench.plots import plot_sample
-
-    device, dtype, out = ctx["device"], DTYPES[args.dtype], ctx["out"]
-    model = _build(v, w, args, ctx["dataset"].num_classes, ctx["builders"], device, dtype)
-    det_rel = f"detections/{v.name}.json"
-    t0 = time.perf_counter()
-    task = progress.add_task(f"{v.name}: evaluating", total=len(ctx["indices"]))
-    result, assign, (image, dets, heat) = evaluate(
-        model, ctx["dataset"], ctx["indices"], input_size=args.input_size, device=device,
-        dtype=dtype, gt_path=ctx["gt_path"], det_path=out / det_rel,
-        bar=lambda n: progress.advance(task, n),
-    )  # fmt: skip
-    eval_seconds = time.perf_counter() - t0
-    sample_rel = f"plots/sample_{v.name}.png"
-    plot_sample(
-        out / sample_rel, image, dets, ctx["dataset"].class_names, heatmaps=heat,
-        title=f"{v.name} ({w.kind} weights)",
-    )  # fmt: skip
-    from bench.evaluate import STAT_NAMES
-
-    s = args.input_size
-    base = {"detector": v.name, "model": v.base, "build_kwargs": v.kwargs}
-    base.update(backbone=args.backbone, input_size=s, device=device.type, dtype=args.dtype)
-    base.update(weights=w.kind, weights_file=str(w.path) if w.path else None, weights_note=w.note)
-    base.update(
-        params=sum(p.numel() for p in model.parameters()),
-        backbone_params=model.backbone_parameters(),
-        head_params=model.head_parameters(),
-        anchors_per_image=int(model.anchors_per_image(s, s)),
-        positives_per_image=assign.get("positives"),
-        negatives_per_image=assign.get("negatives"),
-        ignored_per_image=assign.get("ignored"),
-        assignment=assign,
-        **{k: result[k] for k in STAT_NAMES},
-        per_class=result["per_class"],
-        num_images=result["num_images"],
-        num_detections=result["num_detections"],
-        detections=det_rel,
-        sample=sample_rel,
-        eval_seconds=eval_seconds,
-        train_seconds_per_iter=w.info.get("seconds_per_iter"),
-        train_images_seen=w.info.get("images_seen"),
-        loss_curve=w.info.get("loss_curve"),
-    )
-    iters = max(ctx["profile"].iters, 100) if device.type == "cuda" else ctx["profile"].iters
-    ds, first = ctx["dataset"], ctx["indices"][: ctx["profile"].latency_images]
-    raw = load_raw_images([ds.image_dir / ds.coco.imgs[ds.ids[i]]["file_name"] for i in first])
-    for batch in ctx["batches"]:
-        progress.update(task, description=f"{v.name}: timing batch {batch}")
-        stats = measure_latency(
-            model, raw, input_size=s, device=device, dtype=dtype, batch=batch,
-            warmup=ctx["profile"].warmup, iters=iters,
-        )  # fmt: skip
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # busy machine?
-        store.add_row({**base, "batch": batch, **flatten_latency(stats), "load_avg_1m": load})
-    progress.update(task, description=f"{v.name}: done")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -385,15 +275,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, *, builders: Mapping[str, Callable] | None = None) -> int:
     """Run the suite (see the module docstring); returns the exit code."""
+    device = resolve_device(args.device)
+    ctx = init_from_env(device.type)
+    try:
+        return _run(args, local_device(device, ctx), ctx.is_main, builders)
+    finally:
+        shutdown()
+
+
+def _open_store(out: Path, config: dict, dataset, indices, gt_path: Path, described: dict):
+    """The run's ResultStore, ``env.json`` and ``annotations.json`` (rank 0)."""
+    from bench.env import collect_env
+
+    store = ResultStore(out, config=config, env=collect_env(), dataset=described)
+    if not (out / "env.json").exists():
+        write_json_atomic(out / "env.json", store.env)
+    if not gt_path.exists():
+        keep = {dataset.ids[i] for i in indices}
+        data = dataset.coco.dataset
+        gt = {k: v for k, v in data.items() if k not in ("images", "annotations")}
+        gt["images"] = [im for im in data["images"] if im["id"] in keep]
+        gt["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+        write_json_atomic(gt_path, gt, indent=None)
+    return store
+
+
+def _run(args, device: torch.device, main: bool, builders) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from bench.data.coco import CocoDetection
     from bench.data.transforms import Letterbox
-    from bench.env import collect_env
     from bench.report import summary_table, write_report
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, quiet=not main)  # rank 0 speaks for every rank
     args = argparse.Namespace(**vars(args))  # a copy: preset and input size are filled in
     if builders is None:
         from detectors import DETECTORS
@@ -407,11 +322,10 @@ def run(args: argparse.Namespace, *, builders: Mapping[str, Callable] | None = N
     profile = PROFILES[args.profile]
     ablations = profile.ablations if args.ablations is None else args.ablations
     variants = select_variants(args.detectors, builders, ablations)
-    device = resolve_device(args.device)
     if args.train and args.weights is not None:
         raise UsageError("--train exports its own weights (to OUT/zoo); drop --weights")
     err.print(f"data: {args.data}" + " (generated on first use)" * args.data.startswith("syn"))
-    kind, root = _data(args.data, profile)
+    kind, root = broadcast_from_main(on_main(lambda: _data(args.data, profile)))
     args.preset = "synthetic" if kind == "synthetic" else "paper"
     args.input_size = args.input_size or _default_size(kind, root)
     if args.input_size < 32:
@@ -428,7 +342,8 @@ def run(args: argparse.Namespace, *, builders: Mapping[str, Callable] | None = N
             preset=args.preset, cat_ids=dataset.cat_ids,
         )  # fmt: skip
     date = datetime.date.today().isoformat()
-    out = Path(args.out or f"reports/{date}-{device.type}-{args.profile}").resolve()
+    out = broadcast_from_main(Path(args.out or f"reports/{date}-{device.type}-{args.profile}"))
+    out = out.resolve()
     config = {
         "detectors": [v.name for v in variants], "profile": args.profile, "data": args.data,
         "weights": "train" if args.train else str(weights_dir.resolve()),
@@ -438,16 +353,7 @@ def run(args: argparse.Namespace, *, builders: Mapping[str, Callable] | None = N
     gt_path = out / "annotations.json"
     described = {"root": str(root), "split": "val", "images": len(indices)}
     described.update(annotations=str(gt_path), source=str(dataset.ann_file))
-    store = ResultStore(out, config=config, env=collect_env(), dataset=described)
-    if not (out / "env.json").exists():
-        write_json_atomic(out / "env.json", store.env)
-    if not gt_path.exists():
-        keep = {dataset.ids[i] for i in indices}
-        data = dataset.coco.dataset
-        gt = {k: v for k, v in data.items() if k not in ("images", "annotations")}
-        gt["images"] = [im for im in data["images"] if im["id"] in keep]
-        gt["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
-        write_json_atomic(gt_path, gt, indent=None)
+    store = on_main(lambda: _open_store(out, config, dataset, indices, gt_path, described))
     if args.train:
         weights_dir = _train(variants, args, root, out, profile, device, builders)
         resolved = resolve_weights(
@@ -463,24 +369,31 @@ def run(args: argparse.Namespace, *, builders: Mapping[str, Callable] | None = N
     ctx = {"device": device, "out": out, "dataset": dataset, "indices": indices}
     ctx.update(gt_path=gt_path, builders=builders, profile=profile, batches=batches)
     key = (args.backbone, args.input_size, device.type, args.dtype)
+    done = [
+        v.name for v in variants if store and all(store.has((v.name, *key, b)) for b in batches)
+    ]
+    done = broadcast_from_main(done)
     progress = Progress(
         "{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, disable=args.no_progress,
+        console=err, disable=args.no_progress or not main,
     )  # fmt: skip
     failed = []
     with progress:
         for v in variants:
-            if all(store.has((v.name, *key, b)) for b in batches):
+            if v.name in done:
                 err.print(f"{v.name}: already in {out}, skipped")
                 continue
             try:
-                _measure_variant(v, resolved[v.name], args, ctx, store, progress)
+                measure_variant(v, resolved[v.name], args, ctx, store, progress)
             except Exception as exc:  # one broken detector must not cost the others' rows
-                err.print(traceback.format_exc(), markup=False, highlight=False)
+                console = err if main else Console(stderr=True)  # every rank's own traceback
+                console.print(traceback.format_exc(), markup=False, highlight=False)
                 failed.append(f"{v.name} ({type(exc).__name__}: {exc})")
-    md, html = write_report(out)
-    Console().print(summary_table(store.rows))
-    err.print(f"results: {store.json_path}\nreport: {md} and {html}")
+            barrier()  # rank 0 timed and stored the rows
+    if main:
+        md, html = write_report(out)
+        Console().print(summary_table(store.rows))
+        err.print(f"results: {store.json_path}\nreport: {md} and {html}")
     if failed:
         err.print(f"[bold red]FAILED[/] (no row; a rerun retries them): {'; '.join(failed)}")
     return 1 if failed else 0

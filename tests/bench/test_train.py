@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.checkpoints import export_half, load_checkpoint, load_detector
+from bench.checkpoints import export_half, load_checkpoint, load_detector, save_atomic
 from bench.cli import main
 from bench.data.synthetic import generate_synthetic
 from bench.errors import UsageError
@@ -170,6 +170,20 @@ def test_resume_refuses_other_data_or_config(data_root: Path, tmp_path: Path):
     # bookkeeping fields may change between sessions
     summary, _ = _train(data_root, tmp_path / "out", cfg=dataclasses.replace(CFG, log_every=1))
     assert summary["resumed_from"] == 1 and summary["finished"]
+
+
+def test_resume_of_older_checkpoints_and_micro_batch_is_compared(data_root: Path, tmp_path: Path):
+    _train(data_root, tmp_path, stop_after=1)
+    path = tmp_path / "dummy" / "last.pt"
+    ckpt = load_checkpoint(path)
+    for key in ("micro_batch", "sync_bn"):  # a checkpoint written before these fields existed
+        del ckpt["config"][key]
+    save_atomic(ckpt, path)
+    summary, _ = _train(data_root, tmp_path)
+    assert summary["resumed_from"] == 1 and summary["finished"]
+    # micro-batches change BatchNorm's batches: not bookkeeping
+    with pytest.raises(UsageError, match="differs in micro_batch"):
+        _train(data_root, tmp_path, cfg=dataclasses.replace(CFG, micro_batch=1))
 
 
 def test_same_images_for_every_detector_and_seed_dependence(data_root: Path, tmp_path: Path):

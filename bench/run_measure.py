@@ -1,0 +1,209 @@
+"""One detector's rows of ``python -m bench run``: build, COCO evaluation, sample, latency.
+
+Evaluation is batched (:data:`EVAL_BATCH` images per forward, in the order of the evaluated
+indices) and, under ``torchrun``, sharded by batch: rank ``r`` runs batches ``r, r + W, ...``
+(:func:`bench.distributed.shard`), so every image is processed in the same batch as on one
+process and gives the same outputs. Rank 0 gathers the per-image detections
+(:func:`bench.distributed.gather_outcomes`), puts them back in batch order and runs
+pycocotools once; its AP, detections file and matcher statistics are those of a
+single-process run. Latency is timed on rank 0 alone, after the evaluation, while the other
+ranks wait at a barrier (on a GPU they hold no work on rank 0's device; on a CPU their
+waiting processes may share its cores). Only rank 0 writes the sample plot and the rows.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from bench.distributed import gather_outcomes, shard
+from bench.latency import (
+    DTYPES,
+    flatten_latency,
+    float32_outputs,
+    load_raw_images,
+    measure_latency,
+)
+
+__all__ = ["ASSIGN_IMAGES", "EVAL_BATCH", "evaluate", "measure_variant", "predict"]
+
+EVAL_BATCH = 8  # images per forward during evaluation (not timed)
+ASSIGN_IMAGES = 32  # images whose matcher assignment is averaged into the row
+
+
+def _build(v, w, args, num_classes: int, builders, device, dtype) -> torch.nn.Module:
+    from bench.checkpoints import load_detector
+
+    if w.path is not None:
+        model = load_detector(w.path, "cpu", builder=builders[v.base])
+    else:
+        torch.manual_seed(0)
+        model = builders[v.base](
+            num_classes, backbone=args.backbone, preset=args.preset, **v.kwargs
+        )
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def predict(
+    model, dataset, batches: Sequence[tuple[int, list[int]]], *, input_size: int, device,
+    dtype, bar: Callable[[int], Any] | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Inference on numbered batches ``(j, dataset indices)``; one dict per batch.
+
+    Each dict: ``batch`` (j), ``ids`` (COCO image ids), per image ``boxes`` (M, 4) xyxy in
+    original pixels, ``scores`` (M,), ``labels`` (M,), all on the CPU; ``assign``: the
+    detector's ``assignment_stats`` (per-image means) when ``j * EVAL_BATCH <
+    ASSIGN_IMAGES``, else None; ``sample`` for batch 0: ``(image (3, S, S) in [0, 1],
+    Detections, heatmaps)`` of its first image.
+    """
+    from bench.data.stream import normalize_images
+    from bench.data.transforms import collate_detection, invert_boxes
+
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=[idx for _, idx in batches], collate_fn=collate_detection,
+        num_workers=0,
+    )  # fmt: skip
+    out_list = []
+    with torch.inference_mode():
+        for (j, _), (images, targets) in zip(batches, loader):
+            out = float32_outputs(model(normalize_images(images.to(device)).to(dtype)))
+            dets = model.decode(out, [(input_size, input_size)] * len(targets))
+            part: dict[str, Any] = {"batch": j, "n": len(targets), "assign": None}
+            part.update(ids=[], boxes=[], scores=[], labels=[])
+            for d, t in zip(dets, targets):
+                part["ids"].append(t["image_id"])
+                part["boxes"].append(invert_boxes(d.boxes.float().cpu(), t["meta"]))
+                part["scores"].append(d.scores.float().cpu())
+                part["labels"].append(d.labels.cpu())
+            if j * EVAL_BATCH < ASSIGN_IMAGES:
+                tg = [{k: t[k].to(device) for k in ("boxes", "labels")} for t in targets]
+                part["assign"] = {k: float(v) for k, v in model.assignment_stats(out, tg).items()}
+            if j == 0:
+                part["sample"] = (images[0], dets[0].to("cpu"), _heatmaps(out))
+            out_list.append(part)
+            if bar is not None:
+                bar(len(targets))
+    return out_list
+
+
+def evaluate(model, dataset, indices, *, input_size, device, dtype, gt_path, det_path, bar=None):
+    """COCO evaluation of ``model`` on ``dataset[indices]``, writing ``det_path`` (rank 0).
+
+    Returns, on rank 0, (evaluate_coco's dict, per-image means of ``assignment_stats`` over
+    the first ASSIGN_IMAGES images, a sample ``(image (3, S, S) in [0, 1], Detections,
+    heatmaps)``); None on the other ranks (module doc: sharding).
+    """
+    batches = [list(indices[i : i + EVAL_BATCH]) for i in range(0, len(indices), EVAL_BATCH)]
+    mine = shard(list(enumerate(batches)))
+    gathered = gather_outcomes(
+        lambda: predict(
+            model, dataset, mine, input_size=input_size, device=device, dtype=dtype, bar=bar
+        )
+    )
+    if gathered is None:
+        return None
+    return _score(sorted((p for ps in gathered for p in ps), key=lambda p: p["batch"]),
+                  dataset, gt_path, det_path)  # fmt: skip
+
+
+def _score(parts: list[dict[str, Any]], dataset, gt_path, det_path):
+    """Rank 0: the gathered batches (in batch order) -> (COCO result, assignment, sample)."""
+    from bench.evaluate import detections_to_coco, evaluate_coco
+
+    ids, boxes, scores, labels = [], [], [], []
+    assign: dict[str, float] = {}
+    assigned = 0
+    for p in parts:
+        ids += p["ids"]
+        boxes += p["boxes"]
+        scores += p["scores"]
+        labels += p["labels"]
+        if p["assign"] is not None:
+            for k, v in p["assign"].items():
+                assign[k] = assign.get(k, 0.0) + v * p["n"]
+            assigned += p["n"]
+    coco = detections_to_coco(ids, boxes, scores, labels, dataset.cat_ids)
+    result = evaluate_coco(gt_path, coco, results_path=det_path)
+    sample = parts[0]["sample"] if parts else None
+    return result, {k: v / max(assigned, 1) for k, v in assign.items()}, sample
+
+
+def measure_variant(v, w, args, ctx, store, progress) -> None:
+    """Evaluate, time and store (rank 0: ``store``) every batch row of variant ``v``."""
+    from bench.plots import plot_sample
+
+    device, dtype, out = ctx["device"], DTYPES[args.dtype], ctx["out"]
+    built: dict[str, torch.nn.Module] = {}  # every rank builds; one failure stops them all
+    num_classes, builders = ctx["dataset"].num_classes, ctx["builders"]
+    gather_outcomes(
+        lambda: built.update(model=_build(v, w, args, num_classes, builders, device, dtype))
+    )
+    model = built["model"]
+    det_rel = f"detections/{v.name}.json"
+    t0 = time.perf_counter()
+    task = progress.add_task(f"{v.name}: evaluating", total=len(ctx["indices"]))
+    evaluated = evaluate(
+        model, ctx["dataset"], ctx["indices"], input_size=args.input_size, device=device,
+        dtype=dtype, gt_path=ctx["gt_path"], det_path=out / det_rel,
+        bar=lambda n: progress.advance(task, n),
+    )  # fmt: skip
+    if evaluated is None:  # not rank 0: its share is done
+        return
+    result, assign, (image, dets, heat) = evaluated
+    eval_seconds = time.perf_counter() - t0
+    sample_rel = f"plots/sample_{v.name}.png"
+    plot_sample(
+        out / sample_rel, image, dets, ctx["dataset"].class_names, heatmaps=heat,
+        title=f"{v.name} ({w.kind} weights)",
+    )  # fmt: skip
+    from bench.evaluate import STAT_NAMES
+
+    s = args.input_size
+    base = {"detector": v.name, "model": v.base, "build_kwargs": v.kwargs}
+    base.update(backbone=args.backbone, input_size=s, device=device.type, dtype=args.dtype)
+    base.update(weights=w.kind, weights_file=str(w.path) if w.path else None, weights_note=w.note)
+    base.update(
+        params=sum(p.numel() for p in model.parameters()),
+        backbone_params=model.backbone_parameters(),
+        head_params=model.head_parameters(),
+        anchors_per_image=int(model.anchors_per_image(s, s)),
+        positives_per_image=assign.get("positives"),
+        negatives_per_image=assign.get("negatives"),
+        ignored_per_image=assign.get("ignored"),
+        assignment=assign,
+        **{k: result[k] for k in STAT_NAMES},
+        per_class=result["per_class"],
+        num_images=result["num_images"],
+        num_detections=result["num_detections"],
+        detections=det_rel,
+        sample=sample_rel,
+        eval_seconds=eval_seconds,
+        train_seconds_per_iter=w.info.get("seconds_per_iter"),
+        train_images_seen=w.info.get("images_seen"),
+        loss_curve=w.info.get("loss_curve"),
+    )
+    iters = max(ctx["profile"].iters, 100) if device.type == "cuda" else ctx["profile"].iters
+    ds, first = ctx["dataset"], ctx["indices"][: ctx["profile"].latency_images]
+    raw = load_raw_images([ds.image_dir / ds.coco.imgs[ds.ids[i]]["file_name"] for i in first])
+    for batch in ctx["batches"]:
+        progress.update(task, description=f"{v.name}: timing batch {batch}")
+        stats = measure_latency(
+            model, raw, input_size=s, device=device, dtype=dtype, batch=batch,
+            warmup=ctx["profile"].warmup, iters=iters,
+        )  # fmt: skip
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # busy machine?
+        store.add_row({**base, "batch": batch, **flatten_latency(stats), "load_avg_1m": load})
+    progress.update(task, description=f"{v.name}: done")
+
+
+def _heatmaps(outputs: Any) -> dict[str, torch.Tensor]:
+    """CornerNet's corner heatmaps of the first image, max over classes: {"tl", "br"}: (h, w)."""
+    stacks = outputs.get("stacks") if isinstance(outputs, dict) else None
+    heads = stacks[-1] if stacks else {}
+    return {
+        k[:2]: heads[k][0].sigmoid().amax(0).cpu() for k in ("tl_heat", "br_heat") if k in heads
+    }

@@ -1,0 +1,144 @@
+"""``python -m bench train``: train the selected detectors in turn (:mod:`bench.train`).
+
+On several processes (``torchrun --nproc-per-node W -m bench train ...``) every rank runs
+this command: it joins the process group (:func:`bench.distributed.init_from_env`: NCCL on
+CUDA, gloo on the CPU), rank 0 alone generates missing synthetic data, exports zoo files and
+writes ``train_summary.json`` and the printed lines, and the group is left at the end.
+``--batch-size`` is the global batch, whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from bench.checkpoints import export_half, zoo_path
+from bench.distributed import barrier, broadcast_from_main, init_from_env, on_main, shutdown
+from bench.errors import UsageError
+from bench.results import write_json_atomic
+from bench.train import AMP_DTYPES, TrainConfig, train_detector
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m bench train``."""
+    d = TrainConfig()
+    parser.add_argument("--detectors", default="all", help="comma-separated names, or all")
+    parser.add_argument(
+        "--data", default="synthetic",
+        help="synthetic (generated in data/synthetic if missing), synthetic:PATH or coco:PATH",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder")
+    parser.add_argument("--budget", type=int, default=d.images_seen, help="images seen")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch")
+    parser.add_argument(
+        "--micro-batch", type=int, default=d.micro_batch,
+        help="images per forward; gradients are accumulated up to the global batch "
+        "(default: the process's whole share of it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun, CUDA)"
+    )
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--input-size", type=int, default=d.input_size)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--workers", type=int, default=d.num_workers, help="DataLoader workers")
+    parser.add_argument("--amp", choices=[*AMP_DTYPES, "none"], default=d.amp, help="CUDA only")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: auto")
+    parser.add_argument("--backbone", default="tiny", help="hourglass preset")
+    parser.add_argument("--preset", default="synthetic", help="anchor preset: synthetic or paper")
+    parser.add_argument("--stop-after", type=int, default=None, help="steps this session")
+    parser.add_argument("--export-zoo", type=Path, default=None, help="write fp16 zoo files here")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _data_root(spec: str) -> Path:
+    kind, _, path = spec.partition(":")
+    if kind == "synthetic":
+        from bench.data.coco import find_split
+        from bench.data.synthetic import ensure_synthetic
+
+        if path:  # an existing set (whatever its size) is used as it is
+            try:
+                find_split(path, "train")
+                return Path(path)
+            except UsageError:
+                pass
+        return ensure_synthetic(Path(path or "data/synthetic"))
+    if kind == "coco" and path:
+        if not Path(path).is_dir():
+            raise UsageError(f"--data {spec}: folder {path} does not exist")
+        return Path(path)
+    raise UsageError(f"--data {spec!r}: expected synthetic, synthetic:PATH or coco:PATH")
+
+
+def _detector_names(spec: str) -> list[str]:
+    from detectors import DETECTORS, is_available
+
+    if spec == "all":
+        return [n for n in DETECTORS if is_available(n)]
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    for n in names:
+        if n not in DETECTORS:
+            raise UsageError(f"--detectors: unknown {n!r}; expected all or {', '.join(DETECTORS)}")
+        if not is_available(n):
+            raise UsageError(f"--detectors: {n!r} is not available in this installation")
+    if not names:
+        raise UsageError(f"--detectors {spec!r}: expected at least one name, or all")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    """``python -m bench train``: train each detector in turn; returns the exit code."""
+    names = _detector_names(args.detectors)
+    try:
+        cfg = dataclasses.replace(
+            TrainConfig(), images_seen=args.budget, batch_size=args.batch_size, lr=args.lr,
+            input_size=args.input_size, seed=args.seed, num_workers=args.workers, amp=args.amp,
+            micro_batch=args.micro_batch, sync_bn=args.sync_bn,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ctx = init_from_env(torch.device(device).type)
+    try:
+        root = broadcast_from_main(on_main(lambda: _data_root(args.data)))
+        summaries = [_train_one(name, root, cfg, device, args, ctx.is_main) for name in names]
+        if ctx.is_main:
+            from bench.env import collect_env
+
+            write_json_atomic(
+                Path(args.out) / "train_summary.json",
+                {"config": asdict(cfg), "env": collect_env(), "detectors": summaries},
+            )
+    finally:
+        shutdown()
+    return 0
+
+
+def _train_one(name: str, root: Path, cfg: TrainConfig, device: str, args, main: bool) -> dict:
+    """Train ``name``, export its zoo file (rank 0) and print its line (rank 0)."""
+    s = train_detector(
+        name, data_root=root, out_dir=args.out, cfg=cfg, device=device,
+        backbone=args.backbone, preset=args.preset, progress=not args.no_progress,
+        stop_after=args.stop_after,
+    )  # fmt: skip
+    if args.export_zoo is not None and s["finished"]:
+        path = zoo_path(args.export_zoo, name, s["backbone"])
+        if main:
+            export_half(s["checkpoint"], path)
+        barrier()
+        s["zoo"] = str(path)
+    if main:
+        status = "skipped (finished before)" if s["skipped"] else f"{s['steps']}/{s['total_steps']}"
+        spi = s["seconds_per_iter"]
+        print(
+            f"{name}: steps {status}, final loss {s['final_loss']}, "
+            + (f"{spi:.3f} s/iter" if spi is not None else "")
+        )
+    return s
