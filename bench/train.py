@@ -303,7 +303,7 @@ def train_detector(
             num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
         )
     )  # fmt: skip
-    model.train()
+    net.train()  # the DDP wrapper and the model
     try:
         t0 = time.perf_counter()
         for _ in range(state["step"], end):
