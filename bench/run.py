@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import shutil
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -217,7 +216,7 @@ def resolve_weights(
 def _train(variants, args, root: Path, out: Path, profile: Profile, device, builders) -> Path:
     """Train every variant (resumable; on every rank) into ``out/train``; rank 0 exports
     ``out/zoo``."""
-    from bench.checkpoints import export_half, zoo_path
+    from bench.checkpoints import export_zoo
     from bench.train import TrainConfig, train_detector
 
     cfg = TrainConfig(input_size=args.input_size)
@@ -232,20 +231,7 @@ def _train(variants, args, root: Path, out: Path, profile: Profile, device, buil
         )  # fmt: skip
         summaries.append((v, s))
 
-    def export() -> None:
-        manifest = {}
-        for v, s in summaries:
-            path = export_half(s["checkpoint"], zoo_path(zoo, v.name, args.backbone))
-            curve = path.with_suffix(".loss_curve.csv")
-            if Path(s["loss_curve"]).is_file():
-                shutil.copyfile(s["loss_curve"], curve)
-            manifest[path.stem] = {"file": path.name, "images_seen": s["images_seen"]}
-            manifest[path.stem].update(
-                seconds_per_iter=s["seconds_per_iter"], loss_curve=curve.name
-            )
-        write_json_atomic(zoo / "manifest.json", {"files": manifest})
-
-    on_main(export)  # the other ranks wait for it
+    on_main(lambda: export_zoo([(v.name, s) for v, s in summaries], zoo))  # others wait
     return zoo
 
 

@@ -112,7 +112,9 @@ class TrainConfig:
     batch_size: int = 8  # global batch; fits every tiny detector at 128 px on a CPU; paper: 49
     micro_batch: int | None = None  # images per forward (gradient accumulation); None: B / W
     sync_bn: bool = False  # SyncBatchNorm across processes (torchrun on CUDA only)
-    lr: float = 2.5e-4  # Adam, CornerNet paper / release config (not re-tuned for tiny models)
+    # Adam. The CornerNet release uses 2.5e-4 at batch 49; on the tiny backbone at batch 8,
+    # 1e-3 gave CornerNet AP50 0.149 against 0.048 for 2.5e-4 (20k images, synthetic val)
+    lr: float = 1e-3
     weight_decay: float = 0.0  # the CornerNet release uses plain Adam
     schedule: str = "cosine"  # "cosine", "step" (CornerNet: /10 after 450k of 500k) or "constant"
     warmup_fraction: float = 0.05  # linear warm-up over this share of the steps

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bench.checkpoints import export_half, zoo_path
+from bench.checkpoints import export_zoo, zoo_path
 from bench.distributed import barrier, broadcast_from_main, init_from_env, on_main, shutdown
 from bench.errors import UsageError
 from bench.results import write_json_atomic
@@ -129,11 +129,10 @@ def _train_one(name: str, root: Path, cfg: TrainConfig, device: str, args, main:
         stop_after=args.stop_after,
     )  # fmt: skip
     if args.export_zoo is not None and s["finished"]:
-        path = zoo_path(args.export_zoo, name, s["backbone"])
-        if main:
-            export_half(s["checkpoint"], path)
+        if main:  # the fp16 file, its loss curve and its manifest entry
+            export_zoo([(name, s)], args.export_zoo)
         barrier()
-        s["zoo"] = str(path)
+        s["zoo"] = str(zoo_path(args.export_zoo, name, s["backbone"]))
     if main:
         status = "skipped (finished before)" if s["skipped"] else f"{s['steps']}/{s['total_steps']}"
         spi = s["seconds_per_iter"]

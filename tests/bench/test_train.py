@@ -166,7 +166,7 @@ def test_resume_refuses_other_data_or_config(data_root: Path, tmp_path: Path):
     with pytest.raises(UsageError, match="trained on data 'sha256:"):
         _train(other, tmp_path / "out")
     with pytest.raises(UsageError, match="differs in lr"):
-        _train(data_root, tmp_path / "out", cfg=dataclasses.replace(CFG, lr=1e-3))
+        _train(data_root, tmp_path / "out", cfg=dataclasses.replace(CFG, lr=2.5e-4))
     # bookkeeping fields may change between sessions
     summary, _ = _train(data_root, tmp_path / "out", cfg=dataclasses.replace(CFG, log_every=1))
     assert summary["resumed_from"] == 1 and summary["finished"]
