@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "latency": ("bench.latency", "per-stage latency of each detector"),
     "report": ("bench.report", "regenerate a report from saved results"),
     "compare": ("bench.compare", "show the differences between two result folders"),
+    "cornernet-eval": (
+        "bench.cornernet_eval",
+        "a release CornerNet checkpoint on COCO with the release's test pipeline",
+    ),
     "gpu-check": ("bench.gpu_check", "GPU tests, kernel benchmarks and paper-scale latency"),
 }
 

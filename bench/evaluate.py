@@ -360,14 +360,21 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
         return 0
 
+    print_result(
+        result,
+        f"COCO bbox evaluation of {args.dt} against {args.gt}: "
+        f"{result['num_images']} images, {result['num_detections']} detections",
+    )
+    return 0
+
+
+def print_result(result: dict[str, Any], title: str) -> None:
+    """Print ``evaluate_coco``'s result: ``title``, the 12 statistics, per-class AP (rich)."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    console.print(
-        f"COCO bbox evaluation of {args.dt} against {args.gt}: "
-        f"{result['num_images']} images, {result['num_detections']} detections"
-    )
+    console.print(title)
     stats = Table()
     stats.add_column("metric")
     stats.add_column("value", justify="right")
@@ -380,4 +387,3 @@ def run(args: argparse.Namespace) -> int:
     for name, ap in result["per_class"].items():
         classes.add_row(name, _fmt(ap))
     console.print(classes)
-    return 0
