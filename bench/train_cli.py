@@ -77,15 +77,25 @@ def _data_root(spec: str) -> Path:
     raise UsageError(f"--data {spec!r}: expected synthetic, synthetic:PATH or coco:PATH")
 
 
+def _ablations() -> dict[str, dict]:
+    """The CornerNet ablation variants of ``bench run`` (name -> CornerNet keyword arguments)."""
+    from bench.run import ABLATIONS
+
+    return {name: dict(kwargs) for name, kwargs in ABLATIONS}
+
+
 def _detector_names(spec: str) -> list[str]:
     from detectors import DETECTORS, is_available
 
     if spec == "all":
         return [n for n in DETECTORS if is_available(n)]
     names = [n.strip() for n in spec.split(",") if n.strip()]
+    known = [*DETECTORS, *_ablations()]
     for n in names:
-        if n not in DETECTORS:
-            raise UsageError(f"--detectors: unknown {n!r}; expected all or {', '.join(DETECTORS)}")
+        if n not in known:
+            raise UsageError(f"--detectors: unknown {n!r}; expected all or {', '.join(known)}")
+        if n in _ablations():
+            continue
         if not is_available(n):
             raise UsageError(f"--detectors: {n!r} is not available in this installation")
     if not names:
@@ -122,11 +132,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_one(name: str, root: Path, cfg: TrainConfig, device: str, args, main: bool) -> dict:
-    """Train ``name``, export its zoo file (rank 0) and print its line (rank 0)."""
+    """Train ``name``, export its zoo file (rank 0) and print its line (rank 0).
+
+    An ablation variant (``cornernet-no-corner-pool``, ...) trains CornerNet with its keyword
+    arguments in ``out/<variant>/cornernet/`` and is exported under the variant's name.
+    """
+    kwargs = _ablations().get(name)
     s = train_detector(
-        name, data_root=root, out_dir=args.out, cfg=cfg, device=device,
-        backbone=args.backbone, preset=args.preset, progress=not args.no_progress,
-        stop_after=args.stop_after,
+        "cornernet" if kwargs is not None else name, data_root=root,
+        out_dir=Path(args.out) / name if kwargs is not None else args.out, cfg=cfg, device=device,
+        backbone=args.backbone, preset=args.preset, detector_kwargs=kwargs,
+        progress=not args.no_progress, stop_after=args.stop_after,
     )  # fmt: skip
     if args.export_zoo is not None and s["finished"]:
         if main:  # the fp16 file, its loss curve and its manifest entry
