@@ -22,8 +22,9 @@ there is evaluated with random weights and marked ``weights: "random"``. A ``--w
 given explicitly must hold every requested detector (exit 2 otherwise).
 
 Profiles (``--profile``): ``smoke`` (the small synthetic set, 16 images, 5 timed iterations;
-CI), ``quick`` (default: 100 validation images, 20 timed iterations) and ``full`` (every
-validation image, 100 timed iterations, ablations on). On a GPU at least 100 images are timed.
+CI), ``quick`` (default: 100 validation images, 20 timed iterations, ablations on) and
+``full`` (every validation image, 100 timed iterations, ablations on). On a GPU at least 100
+images are timed.
 
 Several processes (``torchrun --nproc-per-node W -m bench run ...``): every rank evaluates
 its share of the validation batches and rank 0 gathers the detections and scores them once,
@@ -82,7 +83,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", 16, 1, 5, False, 16),
-    "quick": Profile("default", 100, 3, 20, False, None),
+    "quick": Profile("default", 100, 3, 20, True, None),
     "full": Profile("default", None, 10, 100, True, None),
 }
 
@@ -253,7 +254,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", action="store_true", help="train the zoo first (bench.train)")
     parser.add_argument(
         "--ablations", action=argparse.BooleanOptionalAction, default=None,
-        help="CornerNet without corner pooling / Gaussian bumps (default: on in full)",
+        help="CornerNet without corner pooling / Gaussian bumps (default: on in quick and full)",
     )  # fmt: skip
     parser.add_argument("--out", default=None, help="default reports/<date>-<device>-<profile>")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
