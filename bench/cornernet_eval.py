@@ -98,15 +98,14 @@ def run(args: argparse.Namespace) -> int:
     from bench.data.coco import CocoDetection
     from bench.env import collect_env
     from bench.evaluate import detections_to_coco, evaluate_coco, print_result
+    from bench.latency import resolve_device
     from bench.results import write_json_atomic
     from detectors.cornernet.inference import MULTI_SCALES, CornerNetTestConfig
 
     root = _dataset_root(args.data)
     if args.max_images is not None and args.max_images < 1:
         raise UsageError(f"--max-images {args.max_images}: expected an int >= 1")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: torch sees no CUDA device")
+    device = resolve_device(args.device)
     dataset = CocoDetection.from_root(root, args.split)
     detector = _build(args, dataset.num_classes, device)
     test_cfg = CornerNetTestConfig(

@@ -211,12 +211,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from bench.env import collect_env
+    from bench.latency import resolve_device
     from bench.results import write_csv_atomic, write_json_atomic, write_text_atomic
 
-    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: torch sees no CUDA device")
-    device = torch.device(name)
+    device = resolve_device(args.device)
     gpu = device.type == "cuda"
     warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)
     iters = args.iters if args.iters is not None else (100 if gpu else 5)
