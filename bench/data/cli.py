@@ -1,7 +1,8 @@
 """``python -m bench data``: generate the synthetic benchmark, or write a dataset card.
 
     python -m bench data synthetic --out DIR [--preset default|smoke] [--num-train N]
-        [--num-val N] [--image-size S] [--seed S] [--workers W] [--overwrite] [--no-card]
+        [--num-val N] [--image-size S] [--seed S] [--difficulty standard|hard|easy]
+        [--workers W] [--overwrite] [--no-card]
     python -m bench data card ROOT [--splits train,val] [--out DIR]
 
 ``--num-train`` and friends override the preset (default: 3000 train and 500 val images of
@@ -20,7 +21,7 @@ from bench.errors import UsageError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``synthetic`` and ``card`` actions to ``parser``."""
-    from bench.data.synthetic import PRESETS
+    from bench.data.synthetic import DIFFICULTIES, PRESETS
 
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     syn = sub.add_parser("synthetic", help="write the synthetic COCO-format benchmark")
@@ -33,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--seed", "random seed"),
     ):
         syn.add_argument(flag, type=int, default=None, help=f"{what} (overrides the preset)")
+    syn.add_argument(
+        "--difficulty",
+        choices=sorted(DIFFICULTIES),
+        default=None,
+        help="rendering: standard (default), hard (the version-1 rendering), easy (debugging)",
+    )
     syn.add_argument("--workers", type=int, default=None, help="processes (default: CPUs, <= 8)")
     syn.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic set")
     syn.add_argument("--no-card", action="store_true", help="skip the dataset card")

@@ -112,10 +112,12 @@ def place_polygons(
 
 
 # ---------------------------------------------------------------- textures and clutter
-def texture(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, amp: float) -> np.ndarray:
+def texture(
+    rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, amp: float, kinds: int = 4
+) -> np.ndarray:
     """(h, w, 1) float32 zero-mean pattern on pixel grids ``ys``, ``xs``: flat, gradient,
-    stripes or checks."""
-    kind, phi = rng.integers(4), rng.uniform(0, np.pi)
+    stripes or checks; ``kinds`` < 4 draws from the first ``kinds`` of them only."""
+    kind, phi = rng.integers(kinds), rng.uniform(0, np.pi)
     u = xs * np.float32(np.cos(phi)) + ys * np.float32(np.sin(phi))
     if kind == 0:
         t = np.zeros_like(u)
@@ -129,14 +131,17 @@ def texture(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, amp: float
     return (t * np.float32(amp))[..., None]
 
 
-def background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(S, S, 3) float32 base colour + low-frequency colour noise + a texture."""
+def background(
+    rng: np.random.Generator, size: int, blob_sd: float = 50.0, texture_amp: float = 25.0
+) -> np.ndarray:
+    """(S, S, 3) float32 base colour + low-frequency colour noise (standard deviation
+    ``blob_sd``) + a texture of amplitude ``texture_amp``."""
     k = int(rng.integers(2, 7))
-    blobs = np.clip(128 + rng.normal(0, 50, (k, k, 3)), 0, 255).astype(np.uint8)
+    blobs = np.clip(128 + rng.normal(0, blob_sd, (k, k, 3)), 0, 255).astype(np.uint8)
     low = np.asarray(Image.fromarray(blobs).resize((size, size), Image.BICUBIC), np.float32)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     base = rng.uniform(40, 215, 3).astype(np.float32)
-    return base + (low - 128) + texture(rng, ys, xs, 25)
+    return base + (low - 128) + texture(rng, ys, xs, texture_amp)
 
 
 def draw_clutter(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -24,6 +25,9 @@ from bench.data.synthetic import (
 from bench.errors import UsageError
 
 TINY = {"num_train": 8, "num_val": 4, "image_size": 64, "seed": 3}
+# sha256 over 4 images of 96 px (seeds [5, i]) rendered by generator version 1 (commit
+# 9cc550a, before difficulties existed): the "hard" difficulty must stay that rendering
+V1_RENDER_SHA256 = "6609e2c844d48e71dd735875b15f4f94a7bb80a213c29c9ec550886f7d7f4d36"
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +123,7 @@ def test_statistics_cover_what_the_paper_argues_about() -> None:
 def test_dataset_card_files(tiny: Path) -> None:
     card = json.loads((tiny / "card.json").read_text())
     fingerprint = json.loads((tiny / FINGERPRINT_NAME).read_text())
-    assert fingerprint["params"] == TINY
+    assert fingerprint["params"] == {**TINY, "difficulty": "standard"}
     for split in ("train", "val"):
         data = json.loads((tiny / "annotations" / f"instances_{split}.json").read_text())
         stats = card["splits"][split]
@@ -196,3 +200,52 @@ def test_bad_numbers_raise_usage_error(tmp_path: Path, bad: dict) -> None:
     with pytest.raises(UsageError, match=f"--{name}"):
         generate_synthetic(tmp_path / "x", **{**TINY, **bad})
     assert not (tmp_path / "x").exists()
+
+
+def _render_hash(difficulty: str) -> str:
+    h = hashlib.sha256()
+    for i in range(4):
+        image, anns, dropped = render_image(np.random.default_rng([5, i]), 96, difficulty)
+        h.update(image.tobytes())
+        h.update(json.dumps(anns, sort_keys=True).encode())
+        h.update(str(dropped).encode())
+    return h.hexdigest()
+
+
+def test_hard_difficulty_is_the_version_1_rendering() -> None:
+    assert _render_hash("hard") == V1_RENDER_SHA256
+    assert _render_hash("standard") != V1_RENDER_SHA256
+
+
+def _sizes(difficulty: str, n: int = 60) -> tuple[np.ndarray, np.ndarray, int]:
+    boxes, overlapping = [], 0
+    for i in range(n):
+        _, anns, _ = render_image(np.random.default_rng([13, i]), 128, difficulty)
+        b = np.asarray([a["bbox"] for a in anns], dtype=float).reshape(-1, 4)
+        x1, y1 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+        iw = np.minimum(x1[:, None], x1) - np.maximum(b[:, None, 0], b[:, 0])
+        ih = np.minimum(y1[:, None], y1) - np.maximum(b[:, None, 1], b[:, 1])
+        inter = (iw > 0) & (ih > 0)
+        np.fill_diagonal(inter, False)
+        overlapping += int(inter.any(1).sum())
+        boxes.append(b)
+    b = np.concatenate(boxes)
+    return np.sqrt(b[:, 2] * b[:, 3]), b[:, 2] / b[:, 3], overlapping
+
+
+@pytest.mark.parametrize("difficulty", ["standard", "easy"], ids=str)
+def test_easier_difficulties_respect_their_limits(difficulty: str) -> None:
+    d = synthetic.DIFFICULTIES[difficulty]
+    size, aspect, overlapping = _sizes(difficulty)
+    # measured on the drawn mask: a shape may be a pixel or two smaller than its sampled box
+    assert size.min() >= d.min_size * 0.75
+    assert aspect.max() <= d.max_aspect * 1.3 and aspect.min() >= 1 / (d.max_aspect * 1.3)
+    hard_size, _, _ = _sizes("hard")
+    assert np.mean(hard_size < 12) > 0.1 > np.mean(size < 12)
+    if d.overlap == 0:  # placement retries: rare overlaps where no free place was found
+        assert overlapping <= 0.2 * len(size)
+
+
+def test_unknown_difficulty_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--difficulty 'impossible'"):
+        generate_synthetic(tmp_path / "x", **TINY, difficulty="impossible", workers=1)
