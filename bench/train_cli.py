@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder")
     parser.add_argument("--budget", type=int, default=d.images_seen, help="images seen")
+    parser.add_argument(
+        "--snapshots", default=",".join(map(str, d.snapshot_images)),
+        help="images seen at which to keep a copy of the checkpoint (comma-separated; "
+        "budget curves within one schedule)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch")
     parser.add_argument(
         "--micro-batch", type=int, default=d.micro_batch,
@@ -77,11 +82,12 @@ def _data_root(spec: str) -> Path:
     raise UsageError(f"--data {spec!r}: expected synthetic, synthetic:PATH or coco:PATH")
 
 
-def _ablations() -> dict[str, dict]:
-    """The CornerNet ablation variants of ``bench run`` (name -> CornerNet keyword arguments)."""
-    from bench.run import ABLATIONS
+def _ablations() -> dict[str, tuple[str, dict]]:
+    """The ablation variants of ``bench run`` (name -> (base detector, its keyword arguments)):
+    CornerNet's, and the anchor-based detectors with the paper's anchors."""
+    from bench.run import named_variants
 
-    return {name: dict(kwargs) for name, kwargs in ABLATIONS}
+    return named_variants()
 
 
 def _detector_names(spec: str) -> list[str]:
@@ -94,13 +100,21 @@ def _detector_names(spec: str) -> list[str]:
     for n in names:
         if n not in known:
             raise UsageError(f"--detectors: unknown {n!r}; expected all or {', '.join(known)}")
-        if n in _ablations():
-            continue
-        if not is_available(n):
+        if not is_available(_ablations()[n][0] if n in _ablations() else n):
             raise UsageError(f"--detectors: {n!r} is not available in this installation")
     if not names:
         raise UsageError(f"--detectors {spec!r}: expected at least one name, or all")
     return names
+
+
+def _snapshots(text: str) -> tuple[int, ...]:
+    """``--snapshots 10000,20000`` -> (10000, 20000); UsageError naming a bad entry."""
+    out = []
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        if not part.isdigit() or int(part) < 1:
+            raise UsageError(f"--snapshots {text!r}: {part!r} is not a positive number of images")
+        out.append(int(part))
+    return tuple(sorted(set(out)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             TrainConfig(), images_seen=args.budget, batch_size=args.batch_size, lr=args.lr,
             input_size=args.input_size, seed=args.seed, num_workers=args.workers, amp=args.amp,
             micro_batch=args.micro_batch, sync_bn=args.sync_bn,
+            snapshot_images=_snapshots(args.snapshots),
         )  # fmt: skip
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -134,12 +149,13 @@ def run(args: argparse.Namespace) -> int:
 def _train_one(name: str, root: Path, cfg: TrainConfig, device: str, args, main: bool) -> dict:
     """Train ``name``, export its zoo file (rank 0) and print its line (rank 0).
 
-    An ablation variant (``cornernet-no-corner-pool``, ...) trains CornerNet with its keyword
-    arguments in ``out/<variant>/cornernet/`` and is exported under the variant's name.
+    An ablation variant (``cornernet-no-corner-pool``, ``retinanet-paper-anchors``, ...) trains
+    its base detector with its keyword arguments in ``out/<variant>/<base>/`` and is exported
+    under the variant's name.
     """
-    kwargs = _ablations().get(name)
+    base, kwargs = _ablations().get(name, (name, None))
     s = train_detector(
-        "cornernet" if kwargs is not None else name, data_root=root,
+        base, data_root=root,
         out_dir=Path(args.out) / name if kwargs is not None else args.out, cfg=cfg, device=device,
         backbone=args.backbone, preset=args.preset, detector_kwargs=kwargs,
         progress=not args.no_progress, stop_after=args.stop_after,
