@@ -266,6 +266,7 @@ def evaluate_coco(
     *,
     img_ids: Sequence[int] | None = None,
     results_path: str | os.PathLike | None = None,
+    keep_eval: bool = False,
 ) -> dict[str, Any]:
     """COCO bbox evaluation of ``detections`` against ``gt``.
 
@@ -274,6 +275,7 @@ def evaluate_coco(
         detections: results JSON path or a list of results dicts (see detections_to_coco).
         img_ids: evaluate these images only (default: every image of ``gt``).
         results_path: if given, the evaluated (capped) detections are written there atomically.
+        keep_eval: also return the evaluated pycocotools COCOeval under ``"coco_eval"``.
 
     Returns:
         ``{"AP": float, ..., "ARl": float}`` (the 12 STAT_NAMES; -1.0 where no objects exist),
@@ -330,6 +332,8 @@ def evaluate_coco(
     evaluated = set(eval_imgs)
     out["num_detections"] = sum(d["image_id"] in evaluated for d in dets)
     out["summary"] = summary
+    if keep_eval:
+        out["coco_eval"] = coco_eval
     return out
 
 

@@ -8,8 +8,10 @@ the same ``report.md``.
 
 Written: ``plots/`` (:mod:`bench.plots`: AP against latency with the Pareto front, anchors
 against AP, per-stage latency, precision-recall curves recomputed with pycocotools from the
-saved detections, training curves when loss curves exist), ``report.md`` (images linked) and
-``report.html`` (self-contained: images embedded as base64). Rows of different devices go to
+saved detections, training curves when loss curves exist, the TIDE error bars), ``report.md``
+(images linked; with the AP/AP50 bootstrap intervals, the pairs of detectors not significantly
+different and the TIDE table of :mod:`bench.report_eval`) and ``report.html``
+(self-contained: images embedded as base64). Rows of different devices go to
 separate tables, never one. Rows evaluated with random weights are flagged in a warning and in
 the table's ``weights`` column.
 """
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import UsageError
+from bench.report_eval import ap50_marks, significance_block, tide_blocks
 from bench.results import write_text_atomic
 
 __all__ = [
@@ -50,7 +53,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("detector", "detector", "s"), ("weights", "weights", "w"), ("batch", "batch", "d"),
     ("params", "params", "M"), ("anchors/img", "anchors_per_image", ","),
     ("pos/img", "positives_per_image", ".1f"), ("neg/img", "negatives_per_image", ",.0f"),
-    ("AP", "AP", "ap"), ("AP50", "AP50", "ap"), ("AP75", "AP75", "ap"), ("APs", "APs", "ap"),
+    ("AP", "AP", "ap"), ("AP 95% CI", "AP_ci95", "ci"), ("AP50", "AP50", "ap"),
+    ("AP50 95% CI", "AP50_ci95", "ci"), ("AP50 vs best", "ap50_vs_best", "s"),
+    ("AP75", "AP75", "ap"), ("APs", "APs", "ap"),
     ("APm", "APm", "ap"), ("APl", "APl", "ap"), ("AR100", "AR100", "ap"),
     ("p50 ms", "latency_ms_p50", ".1f"), ("p90 ms", "latency_ms_p90", ".1f"),
     ("p99 ms", "latency_ms_p99", ".1f"), ("pre ms", "latency_preprocess_ms_p50", ".1f"),
@@ -61,7 +66,8 @@ SUMMARY = ("detector", "weights", "batch", "params", "anchors/img", "AP", "AP50"
 
 
 def fmt(value: Any, spec: str) -> str:
-    """One table cell: ``ap`` gives n/a for COCO's -1; ``M`` millions; ``w`` RANDOM loudly."""
+    """One table cell: ``ap`` gives n/a for COCO's -1; ``ci`` [low, high]; ``M`` millions;
+    ``w`` RANDOM loudly."""
     if value is None:
         return "-"
     if spec == "s":
@@ -70,6 +76,8 @@ def fmt(value: Any, spec: str) -> str:
         return "RANDOM" if value == "random" else str(value)
     if spec == "ap":
         return "n/a" if value < 0 else f"{value:.3f}"
+    if spec == "ci":
+        return f"[{value[0]:.3f}, {value[1]:.3f}]"
     if spec == "M":
         return f"{value / 1e6:.2f}M"
     return format(value, spec)
@@ -218,11 +226,17 @@ def build_blocks(out_dir: str | os.PathLike) -> list[Block]:
             ("h", 3, f"{device} ({name}): backbone {first['backbone']}, input "
              f"{first['input_size']} px, {first['dtype']}")
         )  # fmt: skip
+        marks = ap50_marks(group)
+        group = [{**r, "ap50_vs_best": marks.get(r["detector"])} for r in group]
         cells = [[fmt(r.get(field), spec) for _, field, spec in COLUMNS] for r in group]
         blocks.append(("table", [h for h, _, _ in COLUMNS], cells))
+        blocks += [b for b in (significance_block(group),) if b is not None]
     blocks.append(
         ("p", "AP: COCO AP at IoU 0.50:0.95 (n/a: no objects of that size). pos/neg/img: what "
-         "each detector's own matcher assigns per image. Latency: ms per call of `batch` images, "
+         "each detector's own matcher assigns per image. 95% CI: percentile interval over "
+         "1,000 bootstrap resamples of the evaluated images (seed 0). AP50 vs best: n.s. when "
+         "the AP50 interval overlaps the best detector's (difference not significant), lower "
+         "when it lies below it. Latency: ms per call of `batch` images, "
          "after warm-up, CUDA events on a GPU and perf_counter on a CPU; pre = letterbox + "
          "normalise, fwd = backbone + heads, dec = decode + NMS; p50/p90/p99 end to end.")
     )  # fmt: skip
@@ -232,7 +246,7 @@ def build_blocks(out_dir: str | os.PathLike) -> list[Block]:
         blocks.append(("h", 2, "Per-class AP"))
         cells = [[c] + [fmt(pc.get(c), "ap") for pc in per_class.values()] for c in classes]
         blocks.append(("table", ["class", *per_class], cells))
-    return blocks + _plots(out_dir, doc, rows)
+    return blocks + tide_blocks(rows, out_dir) + _plots(out_dir, doc, rows)
 
 
 def render_markdown(blocks: Sequence[Block]) -> str:

@@ -6,7 +6,9 @@ indices) and, under ``torchrun``, sharded by batch: rank ``r`` runs batches ``r,
 process and gives the same outputs. Rank 0 gathers the per-image detections
 (:func:`bench.distributed.gather_outcomes`), puts them back in batch order and runs
 pycocotools once; its AP, detections file and matcher statistics are those of a
-single-process run. Latency is timed on rank 0 alone, after the evaluation, while the other
+single-process run. From that evaluation it also derives the row's 95% bootstrap intervals
+of AP and AP50 over the images (:mod:`bench.bootstrap`) and the TIDE error breakdown at AP50
+(:mod:`bench.tide`). Latency is timed on rank 0 alone, after the evaluation, while the other
 ranks wait at a barrier (on a GPU they hold no work on rank 0's device; on a CPU their
 waiting processes may share its cores). Only rank 0 writes the sample plot and the rows.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,7 +31,17 @@ from bench.latency import (
     measure_latency,
 )
 
-__all__ = ["ASSIGN_IMAGES", "EVAL_BATCH", "evaluate", "measure_variant", "predict"]
+if TYPE_CHECKING:
+    from pycocotools.cocoeval import COCOeval
+
+__all__ = [
+    "ASSIGN_IMAGES",
+    "EVAL_BATCH",
+    "error_analysis",
+    "evaluate",
+    "measure_variant",
+    "predict",
+]
 
 EVAL_BATCH = 8  # images per forward during evaluation (not timed)
 ASSIGN_IMAGES = 32  # images whose matcher assignment is averaged into the row
@@ -127,9 +139,25 @@ def _score(parts: list[dict[str, Any]], dataset, gt_path, det_path):
                 assign[k] = assign.get(k, 0.0) + v * p["n"]
             assigned += p["n"]
     coco = detections_to_coco(ids, boxes, scores, labels, dataset.cat_ids)
-    result = evaluate_coco(gt_path, coco, results_path=det_path)
+    result = evaluate_coco(gt_path, coco, results_path=det_path, keep_eval=True)
+    result.update(error_analysis(result.pop("coco_eval")))
     sample = parts[0]["sample"] if parts else None
     return result, {k: v / max(assigned, 1) for k, v in assign.items()}, sample
+
+
+def error_analysis(coco_eval: COCOeval) -> dict[str, Any]:
+    """Row fields from a COCOeval after ``evaluate()`` (its images and capped detections):
+    ``AP_ci95``, ``AP50_ci95`` (:func:`bench.bootstrap.bootstrap_ci`, [low, high] or None),
+    ``tide`` / ``tide_counts`` ({type: dAP50} / {type: errors}) and ``tide_ap50``
+    (:func:`bench.tide.tide_errors`)."""
+    from bench.bootstrap import bootstrap_ci
+    from bench.tide import tide_errors
+
+    out: dict[str, Any] = dict(bootstrap_ci(coco_eval))
+    dets = coco_eval.cocoDt.dataset["annotations"]
+    tide = tide_errors(coco_eval.cocoGt, dets, img_ids=coco_eval.params.imgIds)
+    out.update(tide=tide["dap"], tide_counts=tide["counts"], tide_ap50=tide["ap50"])
+    return out
 
 
 def measure_variant(v, w, args, ctx, store, progress) -> None:
@@ -176,6 +204,7 @@ def measure_variant(v, w, args, ctx, store, progress) -> None:
         ignored_per_image=assign.get("ignored"),
         assignment=assign,
         **{k: result[k] for k in STAT_NAMES},
+        **{k: result[k] for k in ("AP_ci95", "AP50_ci95", "tide", "tide_counts", "tide_ap50")},
         per_class=result["per_class"],
         num_images=result["num_images"],
         num_detections=result["num_detections"],

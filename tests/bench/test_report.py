@@ -20,6 +20,7 @@ from bench.cli import main
 from bench.compare import compare_results
 from bench.evaluate import STAT_NAMES, evaluate_coco
 from bench.results import ResultStore, write_json_atomic
+from bench.run_measure import error_analysis
 from detectors.base import Detections
 
 GT = {
@@ -60,8 +61,9 @@ def make_run(
     for k, name in enumerate(names):
         det = f"detections/{name}.json"
         dets = detections(0.0 if name == "perfect" else shift, 0.9)
-        stats = evaluate_coco(gt_path, dets, results_path=folder / det)
+        stats = evaluate_coco(gt_path, dets, results_path=folder / det, keep_eval=True)
         row = {"detector": name, "backbone": "tiny", "input_size": 64, "device": device}
+        row.update(error_analysis(stats.pop("coco_eval")))
         row.update(dtype="fp32", batch=1, weights="zoo" if name == "perfect" else "random")
         row.update({s: stats[s] for s in STAT_NAMES}, per_class=stats["per_class"], detections=det)
         row.update(params=1_000_000 * (k + 1), anchors_per_image=1000 * k, positives_per_image=2.0)
@@ -105,6 +107,37 @@ def test_report_md_and_self_contained_html(tmp_path):
         in md
     )
     assert "| square | 1.000 |" in md  # per-class AP of the perfect detector
+
+
+def test_report_shows_intervals_significance_and_tide(tmp_path):
+    folder = make_run(tmp_path / "run", names=("perfect", "shifted", "far"), shift=6.0)
+    store = ResultStore(folder, config={"test": 1})
+    rows = {r["detector"]: r for r in store.rows}
+    # "far": the shifted detections with a made-up interval far below, and an old row
+    # (no intervals, no TIDE) that must not break the report.
+    store.add_row({**rows["shifted"], "detector": "far", "AP50": 0.01, "AP50_ci95": [0.0, 0.02]})
+    old = {k: v for k, v in rows["shifted"].items() if "ci95" not in k and "tide" not in k}
+    store.add_row({**old, "detector": "old"})
+    md = report.write_report(folder)[0].read_text()
+    perfect, shifted = rows["perfect"], rows["shifted"]
+    assert perfect["AP_ci95"] == perfect["AP50_ci95"] == [1.0, 1.0]
+    lo, hi = shifted["AP50_ci95"]
+    assert 0 <= lo <= shifted["AP50"] <= hi <= 1 and lo < hi
+    line = next(ln for ln in md.splitlines() if ln.startswith("| shifted |"))
+    assert f"| {report.fmt(shifted['AP_ci95'], 'ci')} |" in line
+    assert f"| [{lo:.3f}, {hi:.3f}] | n.s. |" in line  # 4 images: overlaps the perfect one
+    assert "| [1.000, 1.000] | best |" in md and "| [0.000, 0.020] | lower |" in md
+    assert "(95% intervals overlap): perfect / shifted.\n" in md  # not far: disjoint
+    head = "| detector | AP50 (TIDE) | Cls dAP50 (errors) | Loc dAP50 (errors) |"
+    assert head in md and "| perfect | 1.000 | 0.000 (0) | 0.000 (0) |" in md
+    tide = shifted["tide"]
+    assert set(tide) == {"cls", "loc", "both", "dupe", "bkg", "miss"} and max(tide.values()) > 0
+    assert f"| shifted | {shifted['tide_ap50']:.3f} |" in md
+    assert "![TIDE: AP50 gained by fixing each error type](plots/tide.png)" in md
+    assert (folder / "plots" / "tide.png").is_file()
+    assert "| old |" in md  # its comparison row; absent from the TIDE table
+    table = pd.read_csv(folder / "results.csv")
+    assert json.loads(table.loc[1, "tide"]) == tide and json.loads(table.loc[1, "AP50_ci95"])
 
 
 def test_cli_regenerates_the_same_report(tmp_path, capsys):

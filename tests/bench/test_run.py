@@ -24,6 +24,8 @@ from bench.data.synthetic import generate_synthetic
 from bench.errors import UsageError
 from bench.evaluate import STAT_NAMES, evaluate_coco
 from bench.results import ResultStore
+from bench.run_measure import error_analysis
+from bench.tide import ERROR_TYPES
 from detectors.base import Detections, Detector, check_images
 
 CALLS: collections.Counter = collections.Counter()  # forward calls per builder tag
@@ -137,9 +139,14 @@ def test_smoke_run_writes_results_report_and_consistent_ap(data_root, tmp_path):
         assert r["anchors_per_image"] == 2 * 8 * 8 and r["positives_per_image"] > 0
         det = out / r["detections"]
         assert det == out / "detections" / f"{r['detector']}.json"
-        again = evaluate_coco(gt, det)
+        again = evaluate_coco(gt, det, keep_eval=True)
         assert {k: r[k] for k in STAT_NAMES} == {k: again[k] for k in STAT_NAMES}
         assert r["per_class"] == again["per_class"]
+        extra = error_analysis(again["coco_eval"])  # intervals and TIDE from the saved files
+        assert {k: r[k] for k in extra} == extra
+        for name in ("AP", "AP50"):
+            assert 0 <= r[f"{name}_ci95"][0] <= r[f"{name}_ci95"][1] <= 1
+        assert set(r["tide"]) == set(r["tide_counts"]) == set(ERROR_TYPES)
         for q in ("p50", "p90", "p99", "mean"):
             assert r[f"latency_ms_{q}"] > 0
         for stage in ("preprocess", "forward", "decode"):
@@ -151,6 +158,7 @@ def test_smoke_run_writes_results_report_and_consistent_ap(data_root, tmp_path):
     assert list(table["detector"]) == ["alpha", "alpha", "beta", "beta"]
     report = (out / "report.md").read_text()
     assert "RANDOM WEIGHTS" in report and "alpha" in report
+    assert "## TIDE error breakdown" in report and (out / "plots" / "tide.png").is_file()
     assert "data:image/png;base64," in (out / "report.html").read_text()
 
 
