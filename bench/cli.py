@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bench.cornernet_eval",
         "a release CornerNet checkpoint on COCO with the release's test pipeline",
     ),
+    "analyze": (
+        "bench.analyze",
+        "CornerNet's oracle analysis; AP by training budget from train snapshots",
+    ),
     "gpu-check": ("bench.gpu_check", "GPU tests, kernel benchmarks and paper-scale latency"),
 }
 
