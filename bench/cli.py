@@ -22,7 +22,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("bench.data.cli", "generate the built-in synthetic COCO-format benchmark"),
     "eval": ("bench.evaluate", "COCO bbox evaluation of a results JSON with pycocotools"),
     "kernels": ("bench.kernels", "time the Triton kernels against their torch references"),
-    "anchors": ("bench.anchors", "anchors per image of each detector at an input size"),
+    "anchors": (
+        "bench.anchors",
+        "anchors per image of each detector; --fit/--coverage: anchors fitted to a data set and "
+        "the share of its boxes they cover",
+    ),
     "train": ("bench.train_cli", "train detectors with equal budgets"),
     "latency": ("bench.latency", "per-stage latency of each detector"),
     "report": ("bench.report", "regenerate a report from saved results"),

@@ -59,13 +59,31 @@ from bench.latency import DTYPES, available_builders, parse_int_list, resolve_de
 from bench.results import ResultStore, write_json_atomic
 from bench.run_measure import measure_variant
 
-__all__ = ["PROFILES", "Profile", "Variant", "add_arguments", "run", "select_variants"]
+__all__ = [
+    "ABLATIONS",
+    "PROFILES",
+    "Profile",
+    "Variant",
+    "add_arguments",
+    "named_variants",
+    "run",
+    "select_variants",
+]
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("cornernet-no-corner-pool", {"corner_pooling": False}),
-    ("cornernet-no-gaussian", {"gaussian_bump": False}),
+#: (row name, registry base detector, build kwargs): rows added to their base's with ablations
+ABLATIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("cornernet-no-corner-pool", "cornernet", {"corner_pooling": False}),
+    ("cornernet-no-gaussian", "cornernet", {"gaussian_bump": False}),
 )
+
+
+def named_variants() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Ablation name -> (base, build kwargs): ABLATIONS and ``bench.anchor_fit``'s
+    ANCHOR_ABLATIONS (resolvable by ``--detectors``, not added by default)."""
+    from bench.anchor_fit import ANCHOR_ABLATIONS
+
+    return {name: (base, dict(kw)) for name, base, kw in (*ABLATIONS, *ANCHOR_ABLATIONS)}
 
 
 @dataclass(frozen=True)
@@ -83,7 +101,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", 16, 1, 5, False, 16),
-    "quick": Profile("default", 100, 3, 20, True, None),
+    "quick": Profile("default", 300, 3, 20, True, None),  # >= 300 images: one does not move AP
     "full": Profile("default", None, 10, 100, True, None),
 }
 
@@ -108,10 +126,12 @@ class Weights:
 def select_variants(
     text: str | None, builders: Mapping[str, Callable], ablations: bool
 ) -> list[Variant]:
-    """Detectors named by ``--detectors`` (default: every available one) plus ablations."""
+    """Detectors named by ``--detectors`` (default: every available one; a name may be an
+    ablation of :func:`named_variants`) plus, with ``ablations``, the ABLATIONS of their bases."""
     from detectors import DETECTORS
 
-    known = set(DETECTORS) | set(builders)
+    named = named_variants()
+    known = set(DETECTORS) | set(builders) | set(named)
     if text is None or text == "all":
         names = list(builders)
     else:
@@ -122,12 +142,17 @@ def select_variants(
                 f"--detectors {text!r}: unknown detector {', '.join(bad)}; expected a "
                 f"comma-separated list from {', '.join(sorted(known))}"
             )
-        missing = [n for n in names if n not in builders]
+        missing = [n for n in names if (named[n][0] if n in named else n) not in builders]
         if missing:
             raise UsageError(f"--detectors: {', '.join(missing)} not available in this install")
-    variants = [Variant(n, n) for n in names]
-    if ablations and "cornernet" in names:
-        variants += [Variant(name, "cornernet", dict(kw)) for name, kw in ABLATIONS]
+    variants = [Variant(n, *named[n]) if n in named else Variant(n, n) for n in names]
+    if ablations:
+        chosen = {v.name for v in variants}
+        variants += [
+            Variant(name, base, dict(kw))
+            for name, base, kw in ABLATIONS
+            if base in names and name not in chosen
+        ]
     return variants
 
 

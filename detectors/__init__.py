@@ -5,8 +5,11 @@ preset="synthetic", **kwargs) -> Detector``. Each builder imports its module onl
 so importing this package is cheap and a detector whose module is missing (or broken) does not
 break the others; calling the builder of a missing module raises :class:`DetectorUnavailable`.
 
-``preset="synthetic"`` sizes anchors for the built-in 128 px benchmark; ``preset="paper"`` uses
-the published settings, so that anchor counts can be compared with the literature.
+``preset="synthetic"`` sizes anchors for the built-in 128 px benchmark (fitted to its training
+boxes by ``python -m bench anchors --fit``); ``preset="paper"`` uses the published settings, so
+that anchor counts can be compared with the literature. The anchor-based detectors' builders
+also take ``anchors="paper"`` (or ``"synthetic-hand"``, the hand-chosen anchors before the fit):
+that preset's anchor sizes, ratios, scales or priors with everything else of ``preset``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ Presets: "paper" is DSSD513's default boxes at a 512 input (the 513 of the paper
 the backbone's stride): 7 maps 64, 32, 16, 8, 4, 2, 1 (four stride-2 extras, as SSD512), the
 aspect ratios 1.6, 2 and 3 the paper chose by clustering (8 boxes per location with SSD's two
 squares) and SSD512's scales: 43,688 default boxes (CornerNet's "more than 40k in DSSD").
-"synthetic" is SSD's synthetic preset.
+"synthetic" is SSD's synthetic preset (fitted to the same boxes it would be: the same default
+boxes on the same maps), "synthetic-hand" SSD's hand-chosen one.
 
 BatchNorm in the deconvolution modules (as the paper) needs more than one value per channel
 in training: a batch of one image with a 1x1 level cannot train.
@@ -63,6 +64,7 @@ DSSD_PRESETS: dict[str, DSSDConfig] = {
         extra_layers=("s2", "s2", "s2", "s2"),
     ),
     "synthetic": DSSDConfig(**vars(SSD_PRESETS["synthetic"])),
+    "synthetic-hand": DSSDConfig(**vars(SSD_PRESETS["synthetic-hand"])),
 }
 
 

@@ -26,7 +26,8 @@ Outputs of :meth:`FasterRCNN.forward` for images (N, 3, H, W) padded to (H', W')
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -42,6 +43,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from detectors.anchor_based import (
     AnchorBasedDetector,
+    AnchorFields,
     PyramidNeck,
     assignment_counts,
     check_image_sizes,
@@ -58,8 +60,10 @@ __all__ = ["FASTER_RCNN_PRESETS", "FasterRCNN", "FasterRCNNConfig", "build_faste
 
 
 @dataclass(frozen=True)
-class FasterRCNNConfig:
+class FasterRCNNConfig(AnchorFields):
     """Faster R-CNN (FPN) hyper-parameters; defaults are the FPN paper's / torchvision's."""
+
+    ANCHOR_FIELDS: ClassVar[tuple[str, ...]] = ("anchor_sizes", "aspect_ratios")
 
     # one size per level P2..P6 (FPN paper: 32^2..512^2 areas), 3 ratios each
     anchor_sizes: tuple[tuple[float, ...], ...] = ((32,), (64,), (128,), (256,), (512,))
@@ -92,19 +96,29 @@ class FasterRCNNConfig:
     representation_size: int | None = None
 
 
+_SYNTHETIC = FasterRCNNConfig(
+    # fitted: `python -m bench anchors --fit` on the default training split (data/synthetic,
+    # difficulty standard, 3000 images, 9618 boxes of 13-87 px, w/h 0.35-2.86 at the 1st/99th
+    # percentiles), 2026-12-02; see reports/anchors-fit/fit.md. Boxes choose P2-P5 (35, 32, 26,
+    # 7%); P6 keeps 4 x its stride.
+    anchor_sizes=((17.5,), (31.8,), (54.6,), (80.4,), (256.0,)),
+    aspect_ratios=(0.49, 1.0, 2.06),
+    # fewer proposals for the few objects of an image, 128 sampled RoIs per image, not 512
+    rpn_pre_nms_top_n_train=1000,
+    rpn_pre_nms_top_n_test=500,
+    rpn_post_nms_top_n_train=500,
+    rpn_post_nms_top_n_test=300,
+    box_batch_size_per_image=128,
+)
 FASTER_RCNN_PRESETS: dict[str, FasterRCNNConfig] = {
     "paper": FasterRCNNConfig(),
-    # 128 px images, objects ~6 px to most of the image, ratios 1:5..5:1: sizes twice the
-    # stride (8 on P2 .. 128 on P6) and ratios 1:3, 1:1, 3:1; fewer proposals for the ~10
-    # objects of an image, and 128 sampled RoIs per image instead of 512.
-    "synthetic": FasterRCNNConfig(
+    "synthetic": _SYNTHETIC,
+    # the hand-chosen anchors before the fit, for objects ~6 px to most of a 128 px image
+    # with ratios 1:5..5:1: sizes twice the stride (8 on P2 .. 128 on P6), ratios 1:3, 1:1, 3:1
+    "synthetic-hand": replace(
+        _SYNTHETIC,
         anchor_sizes=((8,), (16,), (32,), (64,), (128,)),
         aspect_ratios=(1 / 3, 1.0, 3.0),
-        rpn_pre_nms_top_n_train=1000,
-        rpn_pre_nms_top_n_test=500,
-        rpn_post_nms_top_n_train=500,
-        rpn_post_nms_top_n_test=300,
-        box_batch_size_per_image=128,
     ),
 }
 

@@ -41,6 +41,7 @@ from detectors.anchor_based import (
     count_anchors,
     decode_dense,
     generate_anchors,
+    kaiming_init_towers,
     pad_images,
     padded_size,
     preset_config,
@@ -178,6 +179,7 @@ class FCOS(Detector):
         self.neck = PyramidNeck(backbone.out_channels, ("s8", "s16", "s32"), channels, "p6p7")
         self.point_generator = AnchorGenerator(tuple((s,) for s in STRIDES), ((1.0,),) * 5)
         self.head = FCOSHead(channels, 1, num_classes)
+        kaiming_init_towers(self.head.classification_head.conv, self.head.regression_head.conv)
         _set_group_norm_groups(self.head, head_norm_groups(channels, cfg.min_group_channels))
 
     def forward(self, images: torch.Tensor) -> dict:

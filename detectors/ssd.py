@@ -29,7 +29,8 @@ image), ``num_anchors_per_level`` (ints summing to A), ``feature_sizes`` [(h, w)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,7 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
 from detectors.anchor_based import (
     AnchorBasedDetector,
+    AnchorFields,
     assignment_counts,
     check_image_sizes,
     decode_dense,
@@ -70,8 +72,10 @@ EXTRA_KINDS = ("s2", "valid")
 
 
 @dataclass(frozen=True)
-class SSDConfig:
+class SSDConfig(AnchorFields):
     """SSD hyper-parameters; defaults are SSD300's as torchvision's ``ssd300_vgg16`` has them."""
+
+    ANCHOR_FIELDS: ClassVar[tuple[str, ...]] = ("aspect_ratios", "scales")
 
     # per map, the ratios r adding boxes of ratio r and 1/r to the two square ones (SSD300)
     aspect_ratios: tuple[tuple[float, ...], ...] = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
@@ -90,13 +94,37 @@ class SSDConfig:
     topk_candidates: int = 400
     nms_thresh: float = 0.45
 
+    def with_anchors_of(self, other: SSDConfig) -> SSDConfig:
+        """This config with ``other``'s default boxes on this config's L maps.
+
+        A preset for more maps gives its first L maps' ratios and its first L + 1 scales
+        (DSSD's paper preset, 7 maps at 512 px, on the synthetic preset's 6 maps at 128 px).
+        """
+        maps = len(BACKBONE_LEVELS) + len(self.extra_layers)
+        if len(other.aspect_ratios) < maps:
+            raise ValueError(
+                f"anchors for {len(other.aspect_ratios)} maps cannot fill this config's {maps}"
+            )
+        return replace(
+            self, aspect_ratios=other.aspect_ratios[:maps], scales=other.scales[: maps + 1]
+        )
+
 
 SSD_PRESETS: dict[str, SSDConfig] = {
     "paper": SSDConfig(),
-    # 128 px images, objects ~6 px to most of the image, ratios 1:5..5:1: maps 16, 8, 4, 2, 1,
-    # 1 (stride-2 extras: valid convs would leave nothing at 128 px), scales 8 to 109 px,
-    # ratios 1/4..4, 6 boxes per location.
+    # maps 16, 8, 4, 2, 1, 1 at 128 px (stride-2 extras: valid convs would leave nothing),
+    # 6 boxes per location. Scales and ratios fitted: `python -m bench anchors --fit` on the
+    # default training split (data/synthetic, difficulty standard, 3000 images, 9618 boxes of
+    # 13-87 px, w/h 0.35-2.86 at the 1st/99th percentiles), 2026-12-02; see
+    # reports/anchors-fit/fit.md. Boxes choose the maps in shares 53, 28, 11, 3, 2, 3%.
     "synthetic": SSDConfig(
+        aspect_ratios=((1.69, 2.43),) * 6,
+        scales=(0.16, 0.329, 0.464, 0.483, 0.484, 0.648, 0.717),
+        extra_layers=("s2", "s2", "s2"),
+    ),
+    # the hand-chosen default boxes before the fit, for objects ~6 px to most of a 128 px
+    # image with ratios 1:5..5:1: scales 8 to 109 px, ratios 1/4..4
+    "synthetic-hand": SSDConfig(
         aspect_ratios=((2, 4),) * 6,
         scales=(0.06, 0.12, 0.25, 0.45, 0.65, 0.85, 1.0),
         extra_layers=("s2", "s2", "s2"),

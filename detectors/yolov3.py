@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ from torchvision.ops import box_iou
 
 from detectors.anchor_based import (
     AnchorBasedDetector,
+    AnchorFields,
     assignment_counts,
     check_image_sizes,
     decode_dense,
@@ -80,8 +82,10 @@ def scale_priors(priors: Priors, factor: float) -> Priors:
 
 
 @dataclass(frozen=True)
-class YOLOv3Config:
+class YOLOv3Config(AnchorFields):
     """YOLOv3 hyper-parameters; defaults are the paper's / darknet's."""
+
+    ANCHOR_FIELDS: ClassVar[tuple[str, ...]] = ("priors",)
 
     # (w, h) priors in input pixels per map s8, s16, s32 (paper: COCO k-means at 416)
     priors: Priors = COCO_PRIORS
@@ -97,8 +101,18 @@ class YOLOv3Config:
 
 YOLOV3_PRESETS: dict[str, YOLOv3Config] = {
     "paper": YOLOv3Config(),
-    # the COCO priors scaled from 416 to 128 px images
-    "synthetic": YOLOv3Config(priors=scale_priors(COCO_PRIORS, 128 / 416)),
+    # fitted: `python -m bench anchors --fit` on the default training split (data/synthetic,
+    # difficulty standard, 3000 images, 9618 boxes of 13-87 px, w/h 0.35-2.86 at the 1st/99th
+    # percentiles), 2026-12-02; see reports/anchors-fit/fit.md. k-means (1 - IoU).
+    "synthetic": YOLOv3Config(
+        priors=(
+            ((22.4, 13.0), (13.4, 22.4), (36.5, 21.0)),
+            ((21.1, 37.8), (56.8, 31.0), (32.8, 55.6)),
+            ((78.9, 45.2), (45.1, 80.0), (80.4, 79.7)),
+        )
+    ),
+    # the hand-chosen priors before the fit: the COCO priors scaled from 416 to 128 px images
+    "synthetic-hand": YOLOv3Config(priors=scale_priors(COCO_PRIORS, 128 / 416)),
 }
 
 

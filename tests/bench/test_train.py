@@ -267,13 +267,26 @@ def test_cli_trains_a_registry_detector_and_exports_it(data_root: Path, tmp_path
     assert isinstance(model, Detector) and type(model) is type(DETECTORS[name](9))
 
 
-def test_cli_trains_an_ablation_variant_under_its_own_name(data_root: Path, tmp_path: Path):
-    args = ["train", "--detectors", "cornernet-no-corner-pool", "--data", f"synthetic:{data_root}"]
+@pytest.mark.parametrize(
+    ("variant", "base", "kwargs"),
+    [
+        ("cornernet-no-corner-pool", "cornernet", {"corner_pooling": False}),
+        ("retinanet-paper-anchors", "retinanet", {"anchors": "paper"}),
+    ],
+    ids=str,
+)
+def test_cli_trains_an_ablation_variant_under_its_own_name(
+    data_root: Path, tmp_path: Path, variant: str, base: str, kwargs: dict
+):
+    args = ["train", "--detectors", variant, "--data", f"synthetic:{data_root}"]
     args += ["--budget", "2", "--batch-size", "2", "--input-size", "64", "--no-progress"]
     args += ["--out", str(tmp_path / "runs"), "--export-zoo", str(tmp_path / "zoo")]
     assert main([*args, "--device", "cpu"]) == 0
-    assert (tmp_path / "runs" / "cornernet-no-corner-pool" / "cornernet" / "last.pt").is_file()
-    record = load_checkpoint(tmp_path / "zoo" / "cornernet-no-corner-pool-tiny.pt")["detector"]
-    assert record["name"] == "cornernet" and record["kwargs"] == {"corner_pooling": False}
+    assert (tmp_path / "runs" / variant / base / "last.pt").is_file()
+    record = load_checkpoint(tmp_path / "zoo" / f"{variant}-tiny.pt")["detector"]
+    assert record["name"] == base and record["kwargs"] == kwargs
     manifest = json.loads((tmp_path / "zoo" / "manifest.json").read_text())
-    assert list(manifest["files"]) == ["cornernet-no-corner-pool-tiny"]
+    assert list(manifest["files"]) == [f"{variant}-tiny"]
+    model = load_detector(tmp_path / "zoo" / f"{variant}-tiny.pt", "cpu")  # rebuilt with kwargs
+    if "anchors" in kwargs:
+        assert model.config.anchor_sizes[0][0] == 32  # the paper's P3 anchors

@@ -144,3 +144,17 @@ def test_decode_scales_distances_by_the_stride_and_clips(model: FCOS) -> None:
     )
     # sqrt(sigmoid(-10) * 0.5) is below the 0.2 threshold: the third point is gone
     assert len(det) == 2
+
+
+def test_head_tower_convs_are_kaiming_initialised() -> None:
+    """Under GroupNorm the forward is scale-free, but Adam's fixed step on std=0.01 weights
+    is a ~70x larger effective learning rate: the towers start Kaiming-normal (fan-in)."""
+    torch.manual_seed(0)
+    model = build_fcos(9)
+    for tower in (model.head.classification_head.conv, model.head.regression_head.conv):
+        convs = [m for m in tower.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert len(convs) == 4
+        for conv in convs:
+            fan_in = conv.weight[0].numel()
+            expected = math.sqrt(2.0 / fan_in)
+            assert 0.8 * expected < float(conv.weight.std()) < 1.2 * expected

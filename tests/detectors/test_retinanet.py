@@ -145,3 +145,18 @@ def test_config_overrides_and_validation() -> None:
         build_retinanet(K, foo=1)
     with pytest.raises(ValueError, match="anchor_sizes has 4 levels"):
         build_retinanet(K, anchor_sizes=((8,), (16,), (32,), (64,)))
+
+
+def test_head_towers_keep_the_signal_at_tiny_width() -> None:
+    """torchvision's std=0.01 towers shrink a 32-channel signal ~5,000x over four convs; the
+    Kaiming re-initialisation (detectors.anchor_based.kaiming_init_towers) keeps it."""
+    torch.manual_seed(0)
+    model = build_retinanet(9)
+    x = torch.randn(2, model.head.classification_head.conv[0][0].in_channels, 16, 16)
+    for tower in (model.head.classification_head.conv, model.head.regression_head.conv):
+        with torch.no_grad():
+            ratio = float(tower(x).std() / x.std())
+        assert ratio > 0.2, ratio
+    # the final predictors keep torchvision's init: the prior bias for the focal loss
+    bias = model.head.classification_head.cls_logits.bias
+    assert torch.allclose(bias, torch.full_like(bias, -math.log((1 - 0.01) / 0.01)))
