@@ -51,6 +51,7 @@ __all__ = [
     "decode_dense",
     "downsample_size",
     "generate_anchors",
+    "head_norm_groups",
     "kaiming_init_towers",
     "match_anchors",
     "pad_images",
@@ -84,6 +85,18 @@ def pad_images(images: torch.Tensor, divisor: int = SIZE_DIVISOR) -> torch.Tenso
     if (ph, pw) == (h, w):
         return images
     return F.pad(images, (0, pw - w, 0, ph - h))
+
+
+def head_norm_groups(channels: int, min_group_channels: int = 8) -> int:
+    """GroupNorm groups for the head: 32 (paper), fewer when channels / 32 < min_group_channels.
+
+    torchvision's ``GroupNorm(32, C)`` was made for C = 256 (8 channels per group). With the
+    tiny backbone's C = 32 it puts one channel in each group, and on a 1x1 level (P7 of a
+    128 px input) each group then holds one value: normalised, it is 0 whatever the image
+    (torch raises for a batch of one; larger batches silently lose the level). Keeping groups
+    of ``min_group_channels`` channels makes a 1x1 level normalise that many values.
+    """
+    return max(1, min(32, channels // min_group_channels))
 
 
 def kaiming_init_towers(*towers: nn.Module) -> None:

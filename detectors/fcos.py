@@ -41,6 +41,7 @@ from detectors.anchor_based import (
     count_anchors,
     decode_dense,
     generate_anchors,
+    head_norm_groups,
     kaiming_init_towers,
     pad_images,
     padded_size,
@@ -121,18 +122,6 @@ def match_points(
     cost = torch.where(ok, areas[None].expand_as(ok), torch.full_like(reach, float("inf")))
     best, index = cost.min(1)
     return torch.where(torch.isfinite(best), index, torch.full_like(index, -1))
-
-
-def head_norm_groups(channels: int, min_group_channels: int = 8) -> int:
-    """GroupNorm groups for the head: 32 (paper), fewer when channels / 32 < min_group_channels.
-
-    torchvision's ``GroupNorm(32, C)`` was made for C = 256 (8 channels per group). With the
-    tiny backbone's C = 32 it puts one channel in each group, and on a 1x1 level (P7 of a
-    128 px input) each group then holds one value: normalised, it is 0 whatever the image
-    (torch raises for a batch of one; larger batches silently lose the level). Keeping groups
-    of ``min_group_channels`` channels makes a 1x1 level normalise that many values.
-    """
-    return max(1, min(32, channels // min_group_channels))
 
 
 def _set_group_norm_groups(module: nn.Module, num_groups: int) -> None:

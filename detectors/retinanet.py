@@ -2,7 +2,8 @@
 
 Neck: an FPN over the hourglass's s8/s16/s32 maps (P3-P5) plus P6 = 3x3 stride-2 conv of
 C5 (= s32) and P7 = 3x3 stride-2 conv of ReLU(P6), all ``fpn_channels`` wide. Head:
-torchvision's ``RetinaNetHead`` (4 conv layers per branch, sigmoid focal loss with alpha 0.25
+torchvision's ``RetinaNetHead`` (4 conv layers per branch, GroupNorm in them unless
+``head_group_norm=False`` (the paper's head; see the config), sigmoid focal loss with alpha 0.25
 and gamma 2 normalised by the number of positives, L1 box loss on ``BoxCoder`` deltas).
 Anchors: torchvision's ``AnchorGenerator``, 3 scales x 3 ratios = 9 per location on P3-P7.
 Assignment: ``Matcher(0.5, 0.4, allow_low_quality_matches=True)``; IoU in [0.4, 0.5) ignored.
@@ -16,6 +17,7 @@ every image of a batch), ``num_anchors_per_level`` (list of 5 ints summing to A)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -33,6 +35,7 @@ from detectors.anchor_based import (
     check_image_sizes,
     decode_dense,
     generate_anchors,
+    head_norm_groups,
     kaiming_init_towers,
     match_anchors,
     pad_images,
@@ -74,6 +77,12 @@ class RetinaNetConfig(AnchorFields):
     nms_thresh: float = 0.5
     # FPN width; None: the backbone's cnv_dim (256 at hg104 = the paper's 256)
     fpn_channels: int | None = None
+    # GroupNorm in the head towers (torchvision's RetinaNet v2; He et al. 2019, "Rethinking
+    # ImageNet Pre-training", for training from scratch): True here, since every detector on
+    # the shared backbone trains from scratch; False = the paper's unnormalised towers
+    head_group_norm: bool = True
+    # channels per GroupNorm group at least (32 groups of 8 at 256 channels, 4 at 32)
+    min_group_channels: int = 8
 
 
 RETINANET_PRESETS: dict[str, RetinaNetConfig] = {
@@ -128,7 +137,12 @@ class RetinaNet(AnchorBasedDetector):
         num_anchors = self.anchor_generator.num_anchors_per_location()
         if len(set(num_anchors)) != 1:
             raise ValueError(f"anchors per location differ between levels: {num_anchors}")
-        self.head = RetinaNetHead(channels, num_anchors[0], num_classes)
+        norm = None
+        if cfg.head_group_norm:
+            norm = functools.partial(
+                nn.GroupNorm, head_norm_groups(channels, cfg.min_group_channels)
+            )
+        self.head = RetinaNetHead(channels, num_anchors[0], num_classes, norm_layer=norm)
         kaiming_init_towers(self.head.classification_head.conv, self.head.regression_head.conv)
         self.matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh, allow_low_quality_matches=True)
 

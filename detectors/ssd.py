@@ -20,7 +20,8 @@ location (without the crop, 40, 20, 10, 5, 3, 1 would give 9,788). ``anchors_per
 counts on those cropped sizes (``size_divisor`` is 1: SSD does no padding of its own).
 Default boxes tile the input evenly (``steps=None``): centre (j + 0.5) * H / h_map, equal to
 the map's stride whenever H is a multiple of it (7.9 instead of torchvision's 8 for 38 cells
-over 300 px). VGG's L2Norm on conv4_3 is left out: the hourglass maps are batch-normalised.
+over 300 px). VGG's L2Norm on conv4_3 is replaced by a BatchNorm on every map the head reads
+(``head_batch_norm``, see :class:`SSDConfig`: from-scratch training needs it).
 
 Outputs of :meth:`SSD.forward` with A default boxes: ``cls_logits`` (N, A, K + 1),
 ``bbox_regression`` (N, A, 4), ``anchors`` (A, 4) xyxy in input pixels (the same for every
@@ -89,6 +90,11 @@ class SSDConfig(AnchorFields):
     iou_thresh: float = 0.5
     # hard negative mining: at most 3 negatives per positive (SSD paper section 2.2)
     neg_to_pos_ratio: float = 3.0
+    # BatchNorm on every map the head reads. Not in SSD300 (VGG's conv4_3 gets an L2Norm
+    # instead): ScratchDet (Zhu et al., ICCV 2019) found BatchNorm in the head is what lets
+    # SSD train from scratch, as every detector on the shared backbone does; the hourglass
+    # maps are sums of residual branches, not normalised. False: the paper's head inputs
+    head_batch_norm: bool = True
     # decoding: softmax score > 0.01, top 400, NMS 0.45 (torchvision's SSD defaults)
     score_thresh: float = 0.01
     topk_candidates: int = 400
@@ -244,6 +250,9 @@ class SSD(AnchorBasedDetector):
             [list(r) for r in cfg.aspect_ratios], scales=list(cfg.scales), steps=None
         )
         head_channels = self._build_neck(channels)
+        self.map_norms = (
+            nn.ModuleList(nn.BatchNorm2d(c) for c in head_channels) if cfg.head_batch_norm else None
+        )
         self.head = tv_ssd.SSDHead(
             head_channels, self.anchor_generator.num_anchors_per_location(), num_classes + 1
         )
@@ -288,7 +297,10 @@ class SSD(AnchorBasedDetector):
         """(N, 3, H, W) -> raw outputs (see the module docstring)."""
         check_images(images)
         maps = self.feature_maps(images)
-        head = self.head(self.neck(maps))  # per map (N, A_l*(K+1), h, w) -> (N, sum h*w*A_l, K+1)
+        inputs = self.neck(maps)
+        if self.map_norms is not None:
+            inputs = [norm(x) for norm, x in zip(self.map_norms, inputs)]
+        head = self.head(inputs)  # per map (N, A_l*(K+1), h, w) -> (N, sum h*w*A_l, K+1)
         anchors = float32_anchors(self.anchor_generator, images, maps)
         per_location = self.anchor_generator.num_anchors_per_location()
         return {

@@ -151,7 +151,7 @@ def test_head_towers_keep_the_signal_at_tiny_width() -> None:
     """torchvision's std=0.01 towers shrink a 32-channel signal ~5,000x over four convs; the
     Kaiming re-initialisation (detectors.anchor_based.kaiming_init_towers) keeps it."""
     torch.manual_seed(0)
-    model = build_retinanet(9)
+    model = build_retinanet(9, head_group_norm=False)  # the paper's towers: init alone decides
     x = torch.randn(2, model.head.classification_head.conv[0][0].in_channels, 16, 16)
     for tower in (model.head.classification_head.conv, model.head.regression_head.conv):
         with torch.no_grad():
@@ -160,3 +160,12 @@ def test_head_towers_keep_the_signal_at_tiny_width() -> None:
     # the final predictors keep torchvision's init: the prior bias for the focal loss
     bias = model.head.classification_head.cls_logits.bias
     assert torch.allclose(bias, torch.full_like(bias, -math.log((1 - 0.01) / 0.01)))
+
+
+def test_head_towers_are_group_normalised_by_default() -> None:
+    """Training from scratch (every detector here): GroupNorm in the towers, 8 channels per
+    group (torchvision's RetinaNet v2); ``head_group_norm=False`` is the paper's head."""
+    norms = [m for m in build_retinanet(9).head.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) == 8 and all(n.num_groups == n.num_channels // 8 for n in norms)
+    plain = build_retinanet(9, head_group_norm=False).head.modules()
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in plain)

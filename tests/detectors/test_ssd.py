@@ -138,3 +138,16 @@ def test_default_config_is_ssd300() -> None:
     assert cfg.extra_layers == ("s2", "valid", "valid") and cfg.neg_to_pos_ratio == 3
     model = SSD(K, build_ssd(K).backbone, cfg)
     assert model.anchor_generator.num_anchors_per_location() == [4, 6, 6, 6, 4, 4]
+
+
+def test_head_inputs_are_batch_normalised_for_training_from_scratch() -> None:
+    """ScratchDet's finding, measured here too: without a norm on the head's inputs, SSD on
+    the from-scratch hourglass memorises but does not generalise (docs/training-notes.md)."""
+    model = build_ssd(9).train()
+    seen = []
+    model.head.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    model(torch.rand(4, 3, 128, 128))
+    for x in seen[0]:
+        mean = x.mean(dim=(0, 2, 3))
+        assert torch.allclose(mean, torch.zeros_like(mean), atol=1e-4)
+    assert build_ssd(9, head_batch_norm=False).map_norms is None
