@@ -227,6 +227,7 @@ def export_half(checkpoint: str | os.PathLike | Mapping[str, Any], path: str | o
         "git": ckpt.get("git"),
         "command": ckpt.get("command"),
         "dtype": "float16",
+        "anchors": ckpt.get("anchors"),
     }
     return save_atomic({"model": model, "detector": ckpt["detector"], "manifest": manifest}, path)
 

@@ -193,9 +193,37 @@ def _zoo_manifest(folder: Path) -> dict[str, Any]:
         return {}
 
 
+def _misfit(rec: dict, v: Variant, backbone: str, preset: str, builders) -> str:
+    """Why a zoo record's weights do not fit the detector the current code builds ("" if
+    they do): other parameter names or shapes (a changed head), or other anchors than the
+    ones the weights were trained with (same shapes: it would evaluate silently wrong)."""
+    from bench.train import anchor_record
+
+    build = (builders or {}).get(v.base)
+    if build is None:
+        from detectors import DETECTORS
+
+        build = DETECTORS[v.base]
+    model = build(rec["detector"]["num_classes"], backbone=backbone, preset=preset, **v.kwargs)
+    want = {k: tuple(t.shape) for k, t in model.state_dict().items()}
+    got = {k: tuple(t.shape) for k, t in rec["model"].items()}
+    if want != got:
+        diff = sorted(set(want) ^ set(got)) or [k for k in want if want[k] != got[k]]
+        return (
+            f"its weights do not fit the current {v.base} ({len(diff)} parameters differ, "
+            f"e.g. {diff[0]}): trained with an older version; retrain it"
+        )
+    anchors, trained = anchor_record(model), (rec.get("manifest") or {}).get("anchors")
+    if anchors is not None and trained is None:
+        return "its anchors are not recorded (trained before 2026-12-02): retrain it"
+    if anchors is not None and anchors != trained:
+        return f"trained with other anchors ({trained}) than the current preset's ({anchors})"
+    return ""
+
+
 def resolve_weights(
     variants: list[Variant], folder: Path, *, explicit: bool, backbone: str, preset: str,
-    cat_ids: list[int], kind: str = "zoo",
+    cat_ids: list[int], kind: str = "zoo", builders: Mapping[str, Callable] | None = None,
 ) -> dict[str, Weights]:  # fmt: skip
     """Each variant's weights in ``folder``; UsageError listing the problems if ``explicit``."""
     from bench.checkpoints import load_checkpoint, zoo_path
@@ -220,6 +248,8 @@ def resolve_weights(
                     note = f"{path} holds {got}, expected {want}"
                 elif rec["detector"].get("label_to_cat_id") != cat_ids:
                     note = f"{path} was trained on other categories than this dataset's"
+                elif misfit := _misfit(rec, v, backbone, preset, builders):
+                    note = f"{path}: {misfit}"
                 else:
                     info = {"images_seen": (rec.get("manifest") or {}).get("images_seen")}
                     info.update(
@@ -314,6 +344,7 @@ def _open_store(out: Path, config: dict, dataset, indices, gt_path: Path, descri
 
 def _run(args, device: torch.device, main: bool, builders) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from bench.data.coco import CocoDetection
@@ -351,7 +382,7 @@ def _run(args, device: torch.device, main: bool, builders) -> int:
     if not args.train:
         resolved = resolve_weights(
             variants, weights_dir, explicit=explicit, backbone=args.backbone,
-            preset=args.preset, cat_ids=dataset.cat_ids,
+            preset=args.preset, cat_ids=dataset.cat_ids, builders=builders,
         )  # fmt: skip
     date = datetime.date.today().isoformat()
     out = broadcast_from_main(Path(args.out or f"reports/{date}-{device.type}-{args.profile}"))
@@ -370,16 +401,19 @@ def _run(args, device: torch.device, main: bool, builders) -> int:
         weights_dir = _train(variants, args, root, out, profile, device, builders)
         resolved = resolve_weights(
             variants, weights_dir, explicit=True, backbone=args.backbone,
-            preset=args.preset, cat_ids=dataset.cat_ids, kind="trained",
+            preset=args.preset, cat_ids=dataset.cat_ids, kind="trained", builders=builders,
         )  # fmt: skip
     random_rows = [v.name for v in variants if resolved[v.name].kind == "random"]
     if random_rows:
         err.print(
             f"[bold red]WARNING: RANDOM WEIGHTS[/] for {', '.join(random_rows)}: no matching "
-            f"checkpoint in {weights_dir} (their AP means nothing; see `python -m bench train`)"
+            f"checkpoint in {escape(str(weights_dir))} (their AP means nothing; see "
+            "`python -m bench train`). Why, per detector:"
         )
+        for name in random_rows:
+            err.print(f"  {name}: {escape(resolved[name].note)}")
     ctx = {"device": device, "out": out, "dataset": dataset, "indices": indices}
-    ctx.update(gt_path=gt_path, builders=builders, profile=profile, batches=batches)
+    ctx.update(gt_path=gt_path, builders=builders, profile=profile, batches=batches, root=root)
     key = (args.backbone, args.input_size, device.type, args.dtype)
     done = [
         v.name for v in variants if store and all(store.has((v.name, *key, b)) for b in batches)

@@ -191,6 +191,7 @@ def measure_variant(v, w, args, ctx, store, progress) -> None:
     from bench.evaluate import STAT_NAMES
 
     s = args.input_size
+    coverage = _coverage(model, ctx, s)
     base = {"detector": v.name, "model": v.base, "build_kwargs": v.kwargs}
     base.update(backbone=args.backbone, input_size=s, device=device.type, dtype=args.dtype)
     base.update(weights=w.kind, weights_file=str(w.path) if w.path else None, weights_note=w.note)
@@ -203,6 +204,9 @@ def measure_variant(v, w, args, ctx, store, progress) -> None:
         negatives_per_image=assign.get("negatives"),
         ignored_per_image=assign.get("ignored"),
         assignment=assign,
+        coverage50=coverage.get("coverage50"),
+        coverage70=coverage.get("coverage70"),
+        coverage_by_size=coverage.get("by_size"),
         **{k: result[k] for k in STAT_NAMES},
         **{k: result[k] for k in ("AP_ci95", "AP50_ci95", "tide", "tide_counts", "tide_ap50")},
         per_class=result["per_class"],
@@ -227,6 +231,21 @@ def measure_variant(v, w, args, ctx, store, progress) -> None:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # busy machine?
         store.add_row({**base, "batch": batch, **flatten_latency(stats), "load_avg_1m": load})
     progress.update(task, description=f"{v.name}: done")
+
+
+def _coverage(model, ctx, size: int) -> dict[str, Any]:
+    """Anchor coverage (IoU >= 0.5 / 0.7) of the evaluated validation boxes at the network
+    input; empty for anchor-free detectors (they place no anchors)."""
+    from bench.anchor_coverage import anchor_coverage, load_boxes
+
+    if not hasattr(model, "anchor_grid"):
+        return {}
+    if "val_boxes" not in ctx:  # the evaluated images' boxes, letterboxed, once per run
+        ds = ctx["dataset"]
+        boxes = load_boxes(ctx["root"], "val", size)  # in the JSON's image order
+        order = {im["id"]: i for i, im in enumerate(ds.coco.dataset["images"])}
+        ctx["val_boxes"] = [boxes[order[ds.ids[i]]] for i in ctx["indices"]]
+    return anchor_coverage(model, ctx["val_boxes"], size)
 
 
 def _heatmaps(outputs: Any) -> dict[str, torch.Tensor]:

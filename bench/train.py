@@ -44,6 +44,7 @@ is :mod:`bench.train_cli`.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sys
 import time
@@ -93,6 +94,7 @@ __all__ = [
     "build_train_transforms",
     "lr_factor",
     "normalize_images",
+    "anchor_record",
     "snapshot_path",
     "stream_indices",
     "train_detector",
@@ -276,6 +278,7 @@ def train_detector(
     amp = device.type == "cuda" and cfg.amp != "none"
     scaler = torch.amp.GradScaler("cuda") if amp and cfg.amp == "fp16" else None
     state = {"step": 0, "elapsed": 0.0, "loss_curve": [], "log_window": {}, "finished": False}
+    state["anchors"] = anchor_record(model)  # what the weights were trained against
 
     resumed_from = None
     if ckpt_path.exists():
@@ -397,6 +400,14 @@ def train_detector(
         write_json_atomic(run_dir / "summary.json", summary)
     barrier()
     return summary
+
+
+def anchor_record(model: torch.nn.Module) -> dict[str, Any] | None:
+    """The anchor settings (sizes, ratios, scales, priors) a model places, as JSON-able lists;
+    None for anchor-free detectors. Stored with the weights: a zoo file is only valid for the
+    anchors it was trained with (bench.run.resolve_weights compares them)."""
+    values = getattr(getattr(model, "config", None), "anchor_values", None)
+    return json.loads(json.dumps(values())) if callable(values) else None
 
 
 def snapshot_path(run_dir: Path, images_seen: int) -> Path:

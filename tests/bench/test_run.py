@@ -302,3 +302,38 @@ def test_cuda_run_times_at_least_100_images(data_root, tmp_path):
     doc = smoke(data_root, tmp_path / "run", "--detectors", "alpha", "--device", "cuda")
     (row,) = doc["rows"]
     assert row["device"] == "cuda" and row["latency_iters"] == 100
+
+
+def _zoo_file(folder, name, model, anchors):
+    from bench.checkpoints import detector_record, save_atomic
+
+    rec = detector_record(
+        name, backbone="tiny", preset="synthetic", kwargs={}, num_classes=9,
+        label_to_cat_id=list(range(1, 10)),
+    )  # fmt: skip
+    manifest = {"images_seen": 8, "anchors": anchors}
+    save_atomic({"model": model.state_dict(), "detector": rec, "manifest": manifest},
+                folder / f"{name}-tiny.pt")  # fmt: skip
+
+
+def test_zoo_weights_that_no_longer_fit_fall_back_with_the_reason(tmp_path) -> None:
+    """A changed head (other parameters) or other anchors than the weights were trained
+    with: never evaluated silently; random weights and a note naming why."""
+    from bench.run import Variant, resolve_weights
+    from bench.train import anchor_record
+    from detectors import build_detector
+
+    old_head = build_detector("retinanet", 9, head_group_norm=False)
+    _zoo_file(tmp_path, "retinanet", old_head, anchor_record(old_head))
+    yolo = build_detector("yolov3", 9)
+    _zoo_file(tmp_path, "yolov3", yolo, anchor_record(build_detector("yolov3", 9, anchors="paper")))
+    fine = build_detector("faster_rcnn", 9)
+    _zoo_file(tmp_path, "faster_rcnn", fine, anchor_record(fine))
+    variants = [Variant(n, n) for n in ("retinanet", "yolov3", "faster_rcnn")]
+    got = resolve_weights(
+        variants, tmp_path, explicit=False, backbone="tiny", preset="synthetic",
+        cat_ids=list(range(1, 10)),
+    )  # fmt: skip
+    assert got["retinanet"].kind == "random" and "do not fit" in got["retinanet"].note
+    assert got["yolov3"].kind == "random" and "other anchors" in got["yolov3"].note
+    assert got["faster_rcnn"].kind == "zoo", got["faster_rcnn"].note
