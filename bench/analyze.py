@@ -10,7 +10,10 @@
   ``bench train --snapshots`` keeps, and ``last.pt``), each with the training seconds it took,
   so that detectors can be compared at equal images seen and at equal wall-clock time.
 
-Both write ``analysis.json`` and ``analysis.md`` into ``--out`` (atomically) and print the table.
+They write ``oracle.json``/``oracle.md`` or ``budgets.json``/``budgets.md`` into ``--out``
+(atomically) and print the table. ``--out zoo`` for ``budgets`` puts the table beside the zoo
+files, where ``bench run`` finds it and its report shows both budget views
+(:mod:`bench.report_budget`).
 """
 
 from __future__ import annotations
@@ -168,6 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``python -m bench analyze``; returns the exit code."""
     out = args.out or Path("reports") / f"analysis-{args.what}"
+    stem = "oracle" if args.what == "cornernet" else "budgets"
     if args.what == "cornernet":
         oracles = [o.strip() for o in args.oracle.split(",") if o.strip()]
         bad = [o for o in oracles if o not in ORACLES]
@@ -184,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     frame = pd.DataFrame(public)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "analysis.json", {"title": title, "rows": public})
-    write_text_atomic(out / "analysis.md", _markdown(title, frame))
+    write_json_atomic(out / f"{stem}.json", {"title": title, "rows": public})
+    write_text_atomic(out / f"{stem}.md", _markdown(title, frame))
     print(_markdown(title, frame))
     return 0

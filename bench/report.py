@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import UsageError
+from bench.report_budget import budget_blocks
 from bench.report_eval import ap50_marks, significance_block, tide_blocks
 from bench.results import write_text_atomic
 
@@ -53,6 +54,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("detector", "detector", "s"), ("weights", "weights", "w"), ("batch", "batch", "d"),
     ("params", "params", "M"), ("anchors/img", "anchors_per_image", ","),
     ("pos/img", "positives_per_image", ".1f"), ("neg/img", "negatives_per_image", ",.0f"),
+    ("cov@.5", "coverage50", ".2f"), ("cov@.7", "coverage70", ".2f"),
     ("AP", "AP", "ap"), ("AP 95% CI", "AP_ci95", "ci"), ("AP50", "AP50", "ap"),
     ("AP50 95% CI", "AP50_ci95", "ci"), ("AP50 vs best", "ap50_vs_best", "s"),
     ("AP75", "AP75", "ap"), ("APs", "APs", "ap"),
@@ -232,11 +234,12 @@ def build_blocks(out_dir: str | os.PathLike) -> list[Block]:
         blocks.append(("table", [h for h, _, _ in COLUMNS], cells))
         blocks += [b for b in (significance_block(group),) if b is not None]
     blocks.append(
-        ("p", "AP: COCO AP at IoU 0.50:0.95 (n/a: no objects of that size). pos/neg/img: what "
-         "each detector's own matcher assigns per image. 95% CI: percentile interval over "
-         "1,000 bootstrap resamples of the evaluated images (seed 0). AP50 vs best: n.s. when "
-         "the AP50 interval overlaps the best detector's (difference not significant), lower "
-         "when it lies below it. Latency: ms per call of `batch` images, "
+        ("p", "AP: COCO AP at IoU 0.50:0.95 (n/a: no objects of that size). pos/neg/img: what each "
+         "detector's own matcher assigns per image. cov@.5/.7: share of the evaluated boxes "
+         "whose best anchor has IoU >= 0.5/0.7 (anchor-based only). 95% CI: percentile "
+         "interval over 1,000 bootstrap resamples of the evaluated images (seed 0). AP50 vs "
+         "best: n.s. when the AP50 interval overlaps the best detector's (difference not "
+         "significant), lower when it lies below it. Latency: ms per call of `batch` images, "
          "after warm-up, CUDA events on a GPU and perf_counter on a CPU; pre = letterbox + "
          "normalise, fwd = backbone + heads, dec = decode + NMS; p50/p90/p99 end to end.")
     )  # fmt: skip
@@ -246,7 +249,8 @@ def build_blocks(out_dir: str | os.PathLike) -> list[Block]:
         blocks.append(("h", 2, "Per-class AP"))
         cells = [[c] + [fmt(pc.get(c), "ap") for pc in per_class.values()] for c in classes]
         blocks.append(("table", ["class", *per_class], cells))
-    return blocks + tide_blocks(rows, out_dir) + _plots(out_dir, doc, rows)
+    budgets = budget_blocks(out_dir)
+    return blocks + tide_blocks(rows, out_dir) + budgets + _plots(out_dir, doc, rows)
 
 
 def render_markdown(blocks: Sequence[Block]) -> str:

@@ -56,7 +56,8 @@ from bench.distributed import (
 )
 from bench.errors import UsageError
 from bench.latency import DTYPES, available_builders, parse_int_list, resolve_device
-from bench.results import ResultStore, write_json_atomic
+from bench.report_budget import BUDGETS_NAME
+from bench.results import ResultStore, write_json_atomic, write_text_atomic
 from bench.run_measure import measure_variant
 
 __all__ = [
@@ -412,6 +413,9 @@ def _run(args, device: torch.device, main: bool, builders) -> int:
         )
         for name in random_rows:
             err.print(f"  {name}: {escape(resolved[name].note)}")
+    budgets = weights_dir / BUDGETS_NAME  # AP by training budget (bench analyze budgets)
+    if main and budgets.is_file() and not args.train:
+        write_text_atomic(out / BUDGETS_NAME, budgets.read_text())
     ctx = {"device": device, "out": out, "dataset": dataset, "indices": indices}
     ctx.update(gt_path=gt_path, builders=builders, profile=profile, batches=batches, root=root)
     key = (args.backbone, args.input_size, device.type, args.dtype)
