@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from bench.bootstrap import paired_difference_ci
 from bench.checkpoints import load_checkpoint, load_detector
 from bench.data.coco import CocoDetection, find_split
 from bench.data.stream import normalize_images
@@ -75,7 +77,7 @@ def evaluate_images(
             labels.append(d.labels)
     dets = detections_to_coco(ids, boxes, scores, labels, dataset.cat_ids)
     with contextlib.redirect_stdout(io.StringIO()):
-        result = evaluate_coco(str(ann_file), dets, img_ids=ids)
+        result = evaluate_coco(str(ann_file), dets, img_ids=ids, keep_eval=True)
     return {**result, "detections": dets, "img_ids": ids, "gt": str(ann_file)}
 
 
@@ -84,8 +86,9 @@ def oracle_table(
 ) -> list[dict[str, Any]]:
     """One row per cumulative oracle set: ``[]``, ``[o1]``, ``[o1, o2]``, ...
 
-    Each row: ``oracles`` ("none" or "heatmaps+offsets"...), AP, AP50, AP75 and the result's
-    detections (for bootstrap intervals) under ``_result``.
+    Each row: ``oracles`` ("none" or "heatmaps+offsets"...), AP, AP50, AP75, and against the
+    first row ``dAP``/``dAP50`` with paired-bootstrap 95% intervals; the evaluation under
+    ``_result``.
     """
     model = load_detector(weights)
     if getattr(model, "name", None) != "cornernet":
@@ -104,10 +107,18 @@ def oracle_table(
         r = evaluate_images(model, root, max_images=max_images, transform=with_truth(chosen))
         name = "+".join(chosen) or "none"
         rows.append({"oracles": name, **{m: r[m] for m in ("AP", "AP50", "AP75")}, "_result": r})
+    base = rows[0]["_result"]["coco_eval"]
+    for row in rows[1:]:  # paired bootstrap against the model's own heads
+        d = paired_difference_ci(row["_result"]["coco_eval"], base)
+        row.update(dAP=d["dAP"], dAP_ci95=d["dAP_ci95"], dAP50=d["dAP50"],
+                   dAP50_ci95=d["dAP50_ci95"])  # fmt: skip
     return rows
 
 
 def _snapshots(run_dir: Path) -> list[Path]:
+    nested = [p.parent for p in run_dir.glob("*/last.pt")]  # ablations: runs/<name>/<base>/
+    if not (run_dir / "last.pt").is_file() and len(nested) == 1:
+        run_dir = nested[0]
     snaps = sorted((run_dir / "snapshots").glob("images_*.pt"))
     last = run_dir / "last.pt"
     return snaps + ([last] if last.is_file() else [])
@@ -186,6 +197,11 @@ def run(args: argparse.Namespace) -> int:
         rows = budget_table(args.runs, args.data, detectors, max_images=args.max_images)
         title = f"AP by training budget ({args.runs}, {args.max_images} val images)"
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    previous = out / f"{stem}.json"
+    if args.what == "budgets" and previous.is_file():  # keep the other detectors' rows
+        redone = {r["detector"] for r in public}
+        kept = json.loads(previous.read_text()).get("rows", [])
+        public = [r for r in kept if r.get("detector") not in redone] + public
     frame = pd.DataFrame(public)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / f"{stem}.json", {"title": title, "rows": public})

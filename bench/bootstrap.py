@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from pycocotools.cocoeval import COCOeval
 
 __all__ = [
+    "paired_difference_ci",
+    "resampled_ap",
     "ClassTable",
     "ap_from_precision",
     "bootstrap_ci",
@@ -203,6 +205,61 @@ def resample_weights(num_images: int, resamples: int = RESAMPLES, seed: int = SE
     return counts.reshape(resamples, num_images)
 
 
+def resampled_ap(
+    coco_eval: COCOeval, *, resamples: int = RESAMPLES, seed: int = SEED, max_det: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
+    """(AP (B,), AP50 (B,)) over ``resamples`` bootstrap resamples of the evaluated images
+    (-1 where a resample has no objects). The same ``seed`` and image list give the same
+    resamples: two evaluations on one image list are paired draw by draw."""
+    p = coco_eval.params
+    tables = class_tables(coco_eval, max_det=max_det)
+    weights = resample_weights(len(p.imgIds), resamples, seed)
+    rec_thrs, iou_thrs = np.asarray(p.recThrs), np.asarray(p.iouThrs)
+    detections = max(sum(len(t.image) for t in tables), 1)
+    step = max(1, CHUNK // detections)
+    ap, ap50 = [], []
+    for s in range(0, resamples, step):
+        a, a50 = ap_from_precision(weighted_precision(tables, weights[s : s + step], rec_thrs),
+                                   iou_thrs)  # fmt: skip
+        ap.append(a)
+        ap50.append(a50)
+    return np.concatenate(ap), np.concatenate(ap50)
+
+
+def paired_difference_ci(
+    eval_a: COCOeval, eval_b: COCOeval, *, resamples: int = RESAMPLES, seed: int = SEED,
+    level: float = LEVEL,
+) -> dict[str, float | list[float] | None]:  # fmt: skip
+    """AP(a) - AP(b) and AP50(a) - AP50(b) with 95% paired-bootstrap intervals.
+
+    Both evaluations must cover the same images in the same order (``params.imgIds``); each
+    resample draws the same images for both, so what the two share (hard images, easy ones)
+    cancels. Returns ``{"dAP", "dAP_ci95", "dAP50", "dAP50_ci95", "significant"}``, where
+    significant means the AP50 interval excludes 0.
+    """
+    ids_a, ids_b = list(eval_a.params.imgIds), list(eval_b.params.imgIds)
+    if ids_a != ids_b:
+        raise ValueError(f"paired bootstrap: the evaluations cover other images ({len(ids_a)} "
+                         f"and {len(ids_b)} ids, or another order)")  # fmt: skip
+    a, a50 = resampled_ap(eval_a, resamples=resamples, seed=seed)
+    b, b50 = resampled_ap(eval_b, resamples=resamples, seed=seed)
+    full_a = ap_from_precision(weighted_precision(class_tables(eval_a), np.ones((1, len(ids_a)))))
+    full_b = ap_from_precision(weighted_precision(class_tables(eval_b), np.ones((1, len(ids_b)))))
+    tail = 100 * (1 - level) / 2
+    out: dict[str, float | list[float] | None] = {}
+    for key, x, y, fa, fb in (("dAP", a, b, full_a[0], full_b[0]),
+                              ("dAP50", a50, b50, full_a[1], full_b[1])):  # fmt: skip
+        ok = (x > -1) & (y > -1)
+        out[key] = float(fa[0] - fb[0])
+        diff = x[ok] - y[ok]
+        out[f"{key}_ci95"] = (
+            [float(v) for v in np.percentile(diff, [tail, 100 - tail])] if diff.size else None
+        )
+    ci = out["dAP50_ci95"]
+    out["significant"] = bool(ci is not None and (ci[0] > 0 or ci[1] < 0))
+    return out
+
+
 def bootstrap_ci(
     coco_eval: COCOeval,
     *,
@@ -216,21 +273,10 @@ def bootstrap_ci(
     default level 0.95 whatever ``level`` is."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    p = coco_eval.params
-    tables = class_tables(coco_eval, max_det=max_det)
-    weights = resample_weights(len(p.imgIds), resamples, seed)
-    rec_thrs, iou_thrs = np.asarray(p.recThrs), np.asarray(p.iouThrs)
-    detections = max(sum(len(t.image) for t in tables), 1)
-    step = max(1, CHUNK // detections)
-    ap, ap50 = [], []
-    for s in range(0, resamples, step):
-        a, a50 = ap_from_precision(weighted_precision(tables, weights[s : s + step], rec_thrs),
-                                   iou_thrs)  # fmt: skip
-        ap.append(a)
-        ap50.append(a50)
+    ap, ap50 = resampled_ap(coco_eval, resamples=resamples, seed=seed, max_det=max_det)
     tail = 100 * (1 - level) / 2
     out: dict[str, list[float] | None] = {}
-    for name, values in (("AP_ci95", np.concatenate(ap)), ("AP50_ci95", np.concatenate(ap50))):
+    for name, values in (("AP_ci95", ap), ("AP50_ci95", ap50)):
         defined = values[values > -1]
         out[name] = (
             [float(v) for v in np.percentile(defined, [tail, 100 - tail])] if defined.size else None

@@ -33,6 +33,7 @@ import numpy as np
 
 from bench.errors import UsageError
 from bench.report_budget import budget_blocks
+from bench.report_claims import claim_blocks
 from bench.report_eval import ap50_marks, significance_block, tide_blocks
 from bench.results import write_text_atomic
 
@@ -249,8 +250,8 @@ def build_blocks(out_dir: str | os.PathLike) -> list[Block]:
         blocks.append(("h", 2, "Per-class AP"))
         cells = [[c] + [fmt(pc.get(c), "ap") for pc in per_class.values()] for c in classes]
         blocks.append(("table", ["class", *per_class], cells))
-    budgets = budget_blocks(out_dir)
-    return blocks + tide_blocks(rows, out_dir) + budgets + _plots(out_dir, doc, rows)
+    extra = claim_blocks(out_dir, rows) + tide_blocks(rows, out_dir) + budget_blocks(out_dir)
+    return blocks + extra + _plots(out_dir, doc, rows)
 
 
 def render_markdown(blocks: Sequence[Block]) -> str:

@@ -155,3 +155,25 @@ def test_errors():
         bs.bootstrap_ci(None, level=1.5)
     with pytest.raises(ValueError, match="shape"):
         bs.weighted_precision([], np.ones(3))
+
+
+def test_paired_difference(coco_case):
+    gt, dets = coco_case(2, images=40, crowd=False)
+    result, ev = coco_eval_of(gt, dets)
+    same = bs.paired_difference_ci(ev, ev, resamples=200)
+    assert same["dAP50"] == 0.0 and same["dAP50_ci95"] == [0.0, 0.0]
+    assert not same["significant"]
+    perfect = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+         "score": 0.5 + 0.001 * a["id"]}
+        for a in gt["annotations"]
+    ]  # fmt: skip
+    best, ev_best = coco_eval_of(gt, perfect)
+    diff = bs.paired_difference_ci(ev_best, ev, resamples=200)
+    assert diff["dAP50"] == pytest.approx(best["AP50"] - result["AP50"], abs=1e-12)
+    low, high = diff["dAP50_ci95"]
+    assert 0 < low <= diff["dAP50"] <= high and diff["significant"]
+    _, ev_other = coco_eval_of(gt, dets[: len(dets) // 2])
+    ev_other.params.imgIds = list(reversed(ev_other.params.imgIds))
+    with pytest.raises(ValueError, match="other images"):
+        bs.paired_difference_ci(ev, ev_other)
