@@ -211,7 +211,10 @@ def _markdown(title: str, card: dict, generator: dict | None, conventions: str) 
         lines += [f"- boxes overlapping another box: {s['overlapping_boxes_share']:.1%}"]
         if generator and split in generator.get("counts", {}):
             dropped = generator["counts"][split].get("dropped_occluded", 0)
-            lines += [f"- objects drawn but dropped as more than 70% occluded: {dropped}"]
+            lines += [
+                "- objects drawn but dropped as too occluded (less than the difficulty's "
+                f"`min_visible` visible): {dropped}"
+            ]
         lines += [""]
     lines += ["![size and aspect-ratio histograms](card_stats.png)", ""]
     lines += ["![sample images with their boxes](card_samples.png)", ""]

@@ -68,7 +68,7 @@ def _synthetic(args: argparse.Namespace) -> int:
     for split, c in counts.items():
         print(
             f"  {split}: {c['images']} images, {c['annotations']} annotations, "
-            f"{c['dropped_occluded']} objects dropped as > 70% occluded"
+            f"{c['dropped_occluded']} objects dropped as too occluded"
         )
     if not args.no_card:
         print(f"  card: {out / 'README.md'}, {out / 'card_stats.png'}, {out / 'card_samples.png'}")

@@ -189,7 +189,7 @@ def render_image(
 
     Returns the (S, S, 3) uint8 image, its annotations (``category_id``, ``bbox``, ``area``,
     ``segmentation``, ``visible_fraction``; no ids yet) and the number of objects dropped for
-    being more than 70% occluded.
+    being less than the difficulty's ``min_visible`` visible.
     """
     d = DIFFICULTIES[difficulty]
     canvas = background(rng, size, d.background_blobs, d.background_texture)

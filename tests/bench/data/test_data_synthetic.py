@@ -131,7 +131,8 @@ def test_dataset_card_files(tiny: Path) -> None:
         assert sum(c["count"] for c in stats["per_category"]) == len(data["annotations"])
         assert fingerprint["counts"][split]["annotations"] == len(data["annotations"])
     readme = (tiny / "README.md").read_text()
-    assert "70% occluded" in readme and "crescent (49)" in readme
+    assert "too occluded" in readme and "crescent (49)" in readme
+    assert "Difficulty **standard**" in readme
     for name in ("card_stats.png", "card_samples.png"):
         with Image.open(tiny / name) as im:
             assert im.format == "PNG" and im.size[0] > 200
