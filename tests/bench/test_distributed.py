@@ -26,6 +26,7 @@ from bench.data.synthetic import generate_synthetic
 from bench.distributed import DistContext
 from bench.errors import UsageError
 from bench.evaluate import STAT_NAMES
+from bench.train import anchor_record
 
 DETECTOR = "yolov3"
 # 3 steps of a global batch of 5 in micro-batches of 2 (cut 2 + 2 + 1: ranks run 2 and 1)
@@ -96,9 +97,8 @@ def test_sharded_run_gives_the_unsharded_ap_and_detections(data_root: Path, tmp_
         label_to_cat_id=cats,
     )  # fmt: skip
     zoo = tmp_path / "zoo"
-    export_half(
-        {"model": model.state_dict(), "detector": record, "config": {}}, zoo / "yolov3-tiny.pt"
-    )
+    ckpt = {"model": model.state_dict(), "detector": record, "config": {}}
+    export_half({**ckpt, "anchors": anchor_record(model)}, zoo / "yolov3-tiny.pt")
     common = ["run", "--profile", "smoke", "--data", f"synthetic:{data_root}", "--no-progress"]
     common += ["--detectors", DETECTOR, "--weights", str(zoo), "--device", "cpu"]
     torchrun(*common, "--out", str(tmp_path / "two"))
