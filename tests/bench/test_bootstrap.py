@@ -139,13 +139,18 @@ def test_bootstrap_intervals(coco_case):
     assert narrow[1] - narrow[0] < 0.6 * (wide[1] - wide[0])
 
 
-def test_perfect_detections_have_a_zero_width_interval(coco_case):
-    gt, _ = coco_case(4, crowd=False)
-    dets = [
+def _perfect(gt):
+    """One detection per object, on it, with distinct scores."""
+    return [
         {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
          "score": 0.5 + 0.001 * a["id"]}
         for a in gt["annotations"]
     ]  # fmt: skip
+
+
+def test_perfect_detections_have_a_zero_width_interval(coco_case):
+    gt, _ = coco_case(4, crowd=False)
+    dets = _perfect(gt)
     _, ev = coco_eval_of(gt, dets)
     assert bs.bootstrap_ci(ev, resamples=100) == {"AP_ci95": [1.0, 1.0], "AP50_ci95": [1.0, 1.0]}
 
@@ -163,11 +168,7 @@ def test_paired_difference(coco_case):
     same = bs.paired_difference_ci(ev, ev, resamples=200)
     assert same["dAP50"] == 0.0 and same["dAP50_ci95"] == [0.0, 0.0]
     assert not same["significant"]
-    perfect = [
-        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
-         "score": 0.5 + 0.001 * a["id"]}
-        for a in gt["annotations"]
-    ]  # fmt: skip
+    perfect = _perfect(gt)
     best, ev_best = coco_eval_of(gt, perfect)
     diff = bs.paired_difference_ci(ev_best, ev, resamples=200)
     assert diff["dAP50"] == pytest.approx(best["AP50"] - result["AP50"], abs=1e-12)

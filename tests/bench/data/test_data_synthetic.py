@@ -93,6 +93,16 @@ def test_same_seed_gives_identical_bytes_whatever_the_workers(tmp_path: Path) ->
     assert sum(k.endswith(".png") for k in differing) == 12  # every image differs
 
 
+def _overlapping(b: np.ndarray) -> int:
+    """How many of the (M, 4) [x, y, w, h] boxes overlap another one."""
+    x1, y1 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.minimum(x1[:, None], x1) - np.maximum(b[:, None, 0], b[:, 0])
+    ih = np.minimum(y1[:, None], y1) - np.maximum(b[:, None, 1], b[:, 1])
+    inter = (iw > 0) & (ih > 0)
+    np.fill_diagonal(inter, False)
+    return int(inter.any(1).sum())
+
+
 def test_statistics_cover_what_the_paper_argues_about() -> None:
     """Over 150 rendered images (no files): sizes, aspect ratios, repeats, overlap, occlusion."""
     boxes, cats, repeats, overlapping, dropped = [], set(), 0, 0, 0
@@ -103,12 +113,7 @@ def test_statistics_cover_what_the_paper_argues_about() -> None:
         repeats += len(ids) > len(set(ids))
         cats.update(ids)
         b = np.asarray([a["bbox"] for a in anns], dtype=float).reshape(-1, 4)
-        x1, y1 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-        iw = np.minimum(x1[:, None], x1) - np.maximum(b[:, None, 0], b[:, 0])
-        ih = np.minimum(y1[:, None], y1) - np.maximum(b[:, None, 1], b[:, 1])
-        inter = (iw > 0) & (ih > 0)
-        np.fill_diagonal(inter, False)
-        overlapping += int(inter.any(1).sum())
+        overlapping += _overlapping(b)
         boxes.append(b)
     b = np.concatenate(boxes)
     size, aspect = np.sqrt(b[:, 2] * b[:, 3]), b[:, 2] / b[:, 3]
@@ -223,12 +228,7 @@ def _sizes(difficulty: str, n: int = 60) -> tuple[np.ndarray, np.ndarray, int]:
     for i in range(n):
         _, anns, _ = render_image(np.random.default_rng([13, i]), 128, difficulty)
         b = np.asarray([a["bbox"] for a in anns], dtype=float).reshape(-1, 4)
-        x1, y1 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-        iw = np.minimum(x1[:, None], x1) - np.maximum(b[:, None, 0], b[:, 0])
-        ih = np.minimum(y1[:, None], y1) - np.maximum(b[:, None, 1], b[:, 1])
-        inter = (iw > 0) & (ih > 0)
-        np.fill_diagonal(inter, False)
-        overlapping += int(inter.any(1).sum())
+        overlapping += _overlapping(b)
         boxes.append(b)
     b = np.concatenate(boxes)
     return np.sqrt(b[:, 2] * b[:, 3]), b[:, 2] / b[:, 3], overlapping
