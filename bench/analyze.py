@@ -36,6 +36,7 @@ from bench.data.stream import normalize_images
 from bench.data.transforms import Letterbox, collate_detection, invert_boxes
 from bench.errors import UsageError
 from bench.evaluate import detections_to_coco, evaluate_coco
+from bench.report_budget import normalise_rows, run_key
 from bench.results import write_json_atomic, write_text_atomic
 from detectors.cornernet.oracle import ORACLES, oracle_outputs
 
@@ -129,8 +130,9 @@ def budget_table(
 ) -> list[dict[str, Any]]:
     """AP at every snapshot of every run under ``runs`` (``runs/<name>/``), with its cost.
 
-    Rows: ``detector``, ``images_seen``, ``train_seconds`` (training time up to that step,
-    from the checkpoint), ``finished``, AP, AP50, AP75.
+    Rows: ``detector``, ``schedule`` (the run's whole budget in images: a snapshot of an
+    80k-image schedule is not a 40k-image run), ``seed``, ``images_seen``, ``train_seconds``
+    (training time up to that step, from the checkpoint), ``finished``, AP, AP50, AP75.
     """
     names = list(detectors) if detectors else sorted(p.name for p in runs.iterdir() if p.is_dir())
     rows = []
@@ -147,7 +149,9 @@ def budget_table(
             seen.add(images)
             r = evaluate_images(load_detector(path), root, max_images=max_images)
             rows.append(
-                {"detector": name, "images_seen": images,
+                {"detector": name,
+                 "schedule": int((ckpt.get("config") or {}).get("images_seen") or images),
+                 "seed": int(ckpt.get("seed") or 0), "images_seen": images,
                  "train_seconds": float(ckpt.get("elapsed") or 0.0),
                  "finished": bool(ckpt.get("finished")),
                  **{m: r[m] for m in ("AP", "AP50", "AP75")}}
@@ -198,10 +202,10 @@ def run(args: argparse.Namespace) -> int:
         title = f"AP by training budget ({args.runs}, {args.max_images} val images)"
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     previous = out / f"{stem}.json"
-    if args.what == "budgets" and previous.is_file():  # keep the other detectors' rows
-        redone = {r["detector"] for r in public}
-        kept = json.loads(previous.read_text()).get("rows", [])
-        public = [r for r in kept if r.get("detector") not in redone] + public
+    if args.what == "budgets" and previous.is_file():  # keep the other runs' rows
+        redone = {run_key(r) for r in public}
+        kept = normalise_rows(json.loads(previous.read_text()).get("rows", []))
+        public = [r for r in kept if run_key(r) not in redone] + public
     frame = pd.DataFrame(public)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / f"{stem}.json", {"title": title, "rows": public})
