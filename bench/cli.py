@@ -39,7 +39,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bench.analyze",
         "CornerNet's oracle analysis; AP by training budget from train snapshots",
     ),
-    "gpu-check": ("bench.gpu_check", "GPU tests, kernel benchmarks and paper-scale latency"),
+    "gpu-check": (
+        "bench.gpu_check",
+        "kernel correctness, kernel benchmarks, paper-scale latency and the GPU tests within 8 "
+        "minutes; --dry-run: the same plan on the CPU",
+    ),
 }
 
 
