@@ -43,6 +43,7 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
     ("fitted anchors beat the paper's (Faster R-CNN)", "faster_rcnn",
      "faster_rcnn-paper-anchors", "-"),
     ("fitted anchors beat the paper's (YOLOv3)", "yolov3", "yolov3-paper-anchors", "-"),
+    ("fitted anchors beat the paper's (SSD)", "ssd", "ssd-paper-anchors", "-"),
 )  # fmt: skip
 
 

@@ -1,9 +1,10 @@
 """``python -m bench run``: the whole suite, resumable, one row per detector and batch size.
 
 For every selected detector (and, with ``--ablations``, CornerNet without corner pooling and
-without the Gaussian penalty reduction): load its zoo checkpoint (or train it first with
-``--train``, or fall back to random weights, loudly), evaluate COCO AP on the validation
-images, count anchors and the matcher's positives/negatives, time each stage
+without the Gaussian penalty reduction, and each anchor-based detector with its paper's
+anchors where the weights folder has a zoo file for that row): load its zoo checkpoint (or
+train it first with ``--train``, or fall back to random weights, loudly), evaluate COCO AP
+on the validation images, count anchors and the matcher's positives/negatives, time each stage
 (:mod:`bench.latency`), save a sample image, and append the row to ``results.json`` /
 ``results.csv`` (:class:`bench.results.ResultStore`, atomic). At the end the report is
 written (:mod:`bench.report`) and a summary table printed.
@@ -22,7 +23,7 @@ there is evaluated with random weights and marked ``weights: "random"``. A ``--w
 given explicitly must hold every requested detector (exit 2 otherwise).
 
 Profiles (``--profile``): ``smoke`` (the small synthetic set, 16 images, 5 timed iterations;
-CI), ``quick`` (default: 100 validation images, 20 timed iterations, ablations on) and
+CI), ``quick`` (default: 300 validation images, 20 timed iterations, ablations on) and
 ``full`` (every validation image, 100 timed iterations, ablations on). On a GPU at least 100
 images are timed.
 
@@ -125,10 +126,17 @@ class Weights:
 
 
 def select_variants(
-    text: str | None, builders: Mapping[str, Callable], ablations: bool
+    text: str | None,
+    builders: Mapping[str, Callable],
+    ablations: bool,
+    has_weights: Callable[[str], bool] | None = None,
 ) -> list[Variant]:
     """Detectors named by ``--detectors`` (default: every available one; a name may be an
-    ablation of :func:`named_variants`) plus, with ``ablations``, the ABLATIONS of their bases."""
+    ablation of :func:`named_variants`) plus, with ``ablations``, the ABLATIONS of their bases
+    and the paper-anchor rows (``bench.anchor_fit.ANCHOR_ABLATIONS``) of their bases for which
+    ``has_weights(name)`` is true (trained weights exist: a paper-anchor row with random
+    weights would compare anchors with no training)."""
+    from bench.anchor_fit import ANCHOR_ABLATIONS
     from detectors import DETECTORS
 
     named = named_variants()
@@ -149,9 +157,12 @@ def select_variants(
     variants = [Variant(n, *named[n]) if n in named else Variant(n, n) for n in names]
     if ablations:
         chosen = {v.name for v in variants}
+        extra = [*ABLATIONS]
+        if has_weights is not None:
+            extra += [a for a in ANCHOR_ABLATIONS if has_weights(a[0])]
         variants += [
             Variant(name, base, dict(kw))
-            for name, base, kw in ABLATIONS
+            for name, base, kw in extra
             if base in names and name not in chosen
         ]
     return variants
@@ -348,6 +359,7 @@ def _run(args, device: torch.device, main: bool, builders) -> int:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from bench.checkpoints import zoo_path
     from bench.data.coco import CocoDetection
     from bench.data.transforms import Letterbox
     from bench.report import summary_table, write_report
@@ -365,9 +377,14 @@ def _run(args, device: torch.device, main: bool, builders) -> int:
     builders = dict(builders)
     profile = PROFILES[args.profile]
     ablations = profile.ablations if args.ablations is None else args.ablations
-    variants = select_variants(args.detectors, builders, ablations)
     if args.train and args.weights is not None:
         raise UsageError("--train exports its own weights (to OUT/zoo); drop --weights")
+    weights_dir = Path(args.weights) if args.weights else REPO_DIR / "zoo"
+
+    def trained(name: str) -> bool:  # a zoo file exists (--train trains only what is named)
+        return not args.train and zoo_path(weights_dir, name, args.backbone).is_file()
+
+    variants = select_variants(args.detectors, builders, ablations, trained)
     err.print(f"data: {args.data}" + " (generated on first use)" * args.data.startswith("syn"))
     kind, root = broadcast_from_main(on_main(lambda: _data(args.data, profile)))
     args.preset = "synthetic" if kind == "synthetic" else "paper"
@@ -377,7 +394,6 @@ def _run(args, device: torch.device, main: bool, builders) -> int:
     batches = parse_int_list(args.batch_size, "--batch-size")
     dataset = CocoDetection.from_root(root, "val", Letterbox(args.input_size))
     indices = list(range(len(dataset)))[: profile.max_images]
-    weights_dir = Path(args.weights) if args.weights else REPO_DIR / "zoo"
     explicit = args.weights is not None
     resolved = None
     if not args.train:

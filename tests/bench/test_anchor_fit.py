@@ -191,6 +191,16 @@ def test_paper_anchor_ablations_resolve_in_run_and_train() -> None:
         "cornernet-no-corner-pool",
         "cornernet-no-gaussian",
     ]
+    # added by default only where trained weights exist
+    have = {"retinanet-paper-anchors"}.__contains__
+    got = select_variants("retinanet,cornernet", builders, ablations=True, has_weights=have)
+    assert [v.name for v in got] == [
+        "retinanet", "cornernet", "cornernet-no-corner-pool", "cornernet-no-gaussian",
+        "retinanet-paper-anchors",
+    ]  # fmt: skip
+    assert "retinanet-paper-anchors" not in {
+        v.name for v in select_variants("retinanet", builders, ablations=False, has_weights=have)
+    }
     assert _detector_names("yolov3-paper-anchors") == ["yolov3-paper-anchors"]
     assert _ablations()["yolov3-paper-anchors"] == ("yolov3", {"anchors": "paper"})
     assert _ablations()["cornernet-no-gaussian"] == ("cornernet", {"gaussian_bump": False})
