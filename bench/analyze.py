@@ -32,17 +32,18 @@ import torch
 from bench.bootstrap import paired_difference_ci
 from bench.checkpoints import load_checkpoint, load_detector
 from bench.data.coco import CocoDetection, find_split
-from bench.data.stream import normalize_images
-from bench.data.transforms import Letterbox, collate_detection, invert_boxes
+from bench.data.transforms import Letterbox
 from bench.errors import UsageError
 from bench.evaluate import detections_to_coco, evaluate_coco
 from bench.report_budget import normalise_rows, run_key
 from bench.results import write_json_atomic, write_text_atomic
+from bench.run_measure import predict
 from detectors.cornernet.oracle import ORACLES, oracle_outputs
 
 __all__ = ["add_arguments", "budget_table", "evaluate_images", "oracle_table", "run"]
 
 BATCH = 16
+_PER_IMAGE = ("ids", "boxes", "scores", "labels")
 
 
 def _val(root: Path, input_size: int, max_images: int | None) -> tuple[CocoDetection, list, Path]:
@@ -65,17 +66,13 @@ def evaluate_images(
     """
     dataset, indices, ann_file = _val(root, input_size, max_images)
     model.eval()
-    ids, boxes, scores, labels = [], [], [], []
-    for start in range(0, len(indices), BATCH):
-        images, targets = collate_detection([dataset[i] for i in indices[start : start + BATCH]])
-        out = model(normalize_images(images))
-        if transform is not None:
-            out = transform(out, images, targets)
-        for d, t in zip(model.decode(out, [(input_size, input_size)] * len(targets)), targets):
-            ids.append(t["image_id"])
-            boxes.append(invert_boxes(d.boxes.float(), t["meta"]))
-            scores.append(d.scores.float())
-            labels.append(d.labels)
+    starts = range(0, len(indices), BATCH)
+    batches = [(j, indices[s : s + BATCH]) for j, s in enumerate(starts)]
+    parts = predict(
+        model, dataset, batches, input_size=input_size, device=torch.device("cpu"),
+        dtype=torch.float32, transform=transform, extras=False,
+    )  # fmt: skip
+    ids, boxes, scores, labels = ([x for p in parts for x in p[k]] for k in _PER_IMAGE)
     dets = detections_to_coco(ids, boxes, scores, labels, dataset.cat_ids)
     with contextlib.redirect_stdout(io.StringIO()):
         result = evaluate_coco(str(ann_file), dets, img_ids=ids, keep_eval=True)

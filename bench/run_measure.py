@@ -62,9 +62,13 @@ def _build(v, w, args, num_classes: int, builders, device, dtype) -> torch.nn.Mo
 
 def predict(
     model, dataset, batches: Sequence[tuple[int, list[int]]], *, input_size: int, device,
-    dtype, bar: Callable[[int], Any] | None = None,
+    dtype, bar: Callable[[int], Any] | None = None, transform: Callable | None = None,
+    extras: bool = True,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Inference on numbered batches ``(j, dataset indices)``; one dict per batch.
+
+    ``transform(outputs, images, targets) -> outputs`` runs between forward and decode (the
+    oracle analysis, :mod:`bench.analyze`); ``extras=False`` skips ``assign`` and ``sample``.
 
     Each dict: ``batch`` (j), ``ids`` (COCO image ids), per image ``boxes`` (M, 4) xyxy in
     original pixels, ``scores`` (M,), ``labels`` (M,), all on the CPU; ``assign``: the
@@ -83,6 +87,7 @@ def predict(
     with torch.inference_mode():
         for (j, _), (images, targets) in zip(batches, loader):
             out = float32_outputs(model(normalize_images(images.to(device)).to(dtype)))
+            raw, out = out, (out if transform is None else transform(out, images, targets))
             dets = model.decode(out, [(input_size, input_size)] * len(targets))
             part: dict[str, Any] = {"batch": j, "n": len(targets), "assign": None}
             part.update(ids=[], boxes=[], scores=[], labels=[])
@@ -91,10 +96,10 @@ def predict(
                 part["boxes"].append(invert_boxes(d.boxes.float().cpu(), t["meta"]))
                 part["scores"].append(d.scores.float().cpu())
                 part["labels"].append(d.labels.cpu())
-            if j * EVAL_BATCH < ASSIGN_IMAGES:
+            if extras and j * EVAL_BATCH < ASSIGN_IMAGES:
                 tg = [{k: t[k].to(device) for k in ("boxes", "labels")} for t in targets]
-                part["assign"] = {k: float(v) for k, v in model.assignment_stats(out, tg).items()}
-            if j == 0:
+                part["assign"] = {k: float(v) for k, v in model.assignment_stats(raw, tg).items()}
+            if extras and j == 0:
                 part["sample"] = (images[0], dets[0].to("cpu"), _heatmaps(out))
             out_list.append(part)
             if bar is not None:
