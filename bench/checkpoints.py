@@ -24,6 +24,7 @@ an interrupted save leaves the previous file intact.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ import torch
 from bench.errors import UsageError
 
 __all__ = [
+    "anchor_record",
     "check_resume",
     "data_fingerprint",
     "detector_record",
@@ -305,3 +307,11 @@ def load_detector(
             f"(backbone {rec['backbone']!r}): {exc}"
         ) from exc
     return model.to(device).eval()
+
+
+def anchor_record(model: torch.nn.Module) -> dict[str, Any] | None:
+    """The anchor settings (sizes, ratios, scales, priors) a model places, as JSON-able lists;
+    None for anchor-free detectors. Stored with the weights: a zoo file is only valid for the
+    anchors it was trained with (bench.run.resolve_weights compares them)."""
+    values = getattr(getattr(model, "config", None), "anchor_values", None)
+    return json.loads(json.dumps(values())) if callable(values) else None

@@ -209,7 +209,7 @@ def _misfit(rec: dict, v: Variant, backbone: str, preset: str, builders) -> str:
     """Why a zoo record's weights do not fit the detector the current code builds ("" if
     they do): other parameter names or shapes (a changed head), or other anchors than the
     ones the weights were trained with (same shapes: it would evaluate silently wrong)."""
-    from bench.train import anchor_record
+    from bench.checkpoints import anchor_record
 
     build = (builders or {}).get(v.base)
     if build is None:

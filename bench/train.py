@@ -44,7 +44,6 @@ is :mod:`bench.train_cli`.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
@@ -57,6 +56,7 @@ import pandas as pd
 import torch
 
 from bench.checkpoints import (
+    anchor_record,
     check_resume,
     data_fingerprint,
     detector_record,
@@ -94,7 +94,6 @@ __all__ = [
     "build_train_transforms",
     "lr_factor",
     "normalize_images",
-    "anchor_record",
     "snapshot_path",
     "stream_indices",
     "train_detector",
@@ -400,14 +399,6 @@ def train_detector(
         write_json_atomic(run_dir / "summary.json", summary)
     barrier()
     return summary
-
-
-def anchor_record(model: torch.nn.Module) -> dict[str, Any] | None:
-    """The anchor settings (sizes, ratios, scales, priors) a model places, as JSON-able lists;
-    None for anchor-free detectors. Stored with the weights: a zoo file is only valid for the
-    anchors it was trained with (bench.run.resolve_weights compares them)."""
-    values = getattr(getattr(model, "config", None), "anchor_values", None)
-    return json.loads(json.dumps(values())) if callable(values) else None
 
 
 def snapshot_path(run_dir: Path, images_seen: int) -> Path:

@@ -319,8 +319,8 @@ def _zoo_file(folder, name, model, anchors):
 def test_zoo_weights_that_no_longer_fit_fall_back_with_the_reason(tmp_path) -> None:
     """A changed head (other parameters) or other anchors than the weights were trained
     with: never evaluated silently; random weights and a note naming why."""
+    from bench.checkpoints import anchor_record
     from bench.run import Variant, resolve_weights
-    from bench.train import anchor_record
     from detectors import build_detector
 
     old_head = build_detector("retinanet", 9, head_group_norm=False)
