@@ -24,6 +24,13 @@ gradient, write two input gradients, read the saved pooled maps), divided by the
 
 Writes ``kernels.json`` / ``kernels.csv`` / ``kernels.md`` and ``env.json`` into ``--out``
 (default ``reports/kernels/<date>-<device>/``) and prints the table.
+
+``--aot [--arch 80 90] [--dtypes float32|all]``: no timing and no GPU; every specialisation the
+launchers choose at these shapes is compiled ahead of time for the given compute capabilities
+and its static figures (registers, spills, shared memory, occupancy, loads in flight,
+instructions) are written to ``<out>/aot-<arch>/`` (default ``reports/kernels/aot-<arch>/``):
+see :mod:`bench.aot_cases`, :mod:`bench.aot` and :mod:`bench.aot_report`. Exit code 1 when a
+kernel does not compile.
 """
 
 from __future__ import annotations
@@ -177,7 +184,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="default: 10 GPU, 1 CPU")
     parser.add_argument("--iters", type=int, default=None, help="default: 100 GPU, 5 CPU")
     parser.add_argument("--out", type=Path, default=None,
-                        help="default reports/kernels/<date>-<device>/")  # fmt: skip
+                        help="default reports/kernels/<date>-<device>/; with --aot: the "
+                        "folder that receives aot-<arch>/ (default reports/kernels)")  # fmt: skip
+    aot = parser.add_argument_group("static analysis (--aot; no GPU needed)")
+    aot.add_argument(
+        "--aot",
+        action="store_true",
+        help="compile every kernel ahead of time and write the static table",
+    )
+    aot.add_argument(
+        "--arch",
+        type=int,
+        nargs="+",
+        choices=(80, 90),
+        default=None,
+        help="compute capabilities (default: 80 90)",
+    )
+    aot.add_argument(
+        "--dtypes", default=None, help="float32 (default), all, or a comma-separated list"
+    )
+    aot.add_argument("--filter", default=None, help="only the cases whose label contains this")
+    aot.add_argument("--jobs", type=int, default=None, help="parallel compiles (default: CPUs)")
+    aot.add_argument("--artifacts", type=Path, default=None,
+                     help="also keep each kernel's TTGIR, PTX and SASS in this folder")  # fmt: skip
 
 
 COLUMNS = ("case", "provider", "median_ms", "p90_ms", "x_vs_torch", "GB/s", "of_copy", "of_peak")
@@ -214,6 +243,13 @@ def run(args: argparse.Namespace) -> int:
     from bench.latency import resolve_device
     from bench.results import write_csv_atomic, write_json_atomic, write_text_atomic
 
+    if args.aot:
+        return run_aot(args)
+    aot_only = {"--arch": args.arch, "--dtypes": args.dtypes, "--filter": args.filter,
+                "--jobs": args.jobs, "--artifacts": args.artifacts}  # fmt: skip
+    if any(v is not None for v in aot_only.values()):
+        used = [k for k, v in aot_only.items() if v is not None]
+        raise UsageError(f"{', '.join(used)}: only with --aot")
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)
@@ -248,3 +284,32 @@ def run(args: argparse.Namespace) -> int:
     Console().print(table)
     print(f"wrote {out}")
     return 0
+
+
+def run_aot(args: argparse.Namespace) -> int:
+    """``python -m bench kernels --aot``: compile, print and save the static tables."""
+    from bench.aot import ARCHS
+    from bench.aot_cases import dtypes_from
+    from bench.aot_report import write_aot_reports
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: expected >= 1")
+    rows, folders = write_aot_reports(
+        args.arch or ARCHS, dtypes_from(args.dtypes), Path(args.out or "reports/kernels"),
+        pattern=args.filter, jobs=args.jobs,
+        artifacts=str(args.artifacts) if args.artifacts else None,
+    )  # fmt: skip
+    if not rows:
+        raise UsageError(f"--filter {args.filter!r}: no case matches")
+    for r in rows:
+        what = f"sm_{r['arch']} {r['kernel']} {r['variant']} {r['dtype']}"
+        if r["error"]:
+            print(f"{what}: FAILED {r['error'][:500]}")
+            continue
+        per_thread = f", {r['instr_per_thread']} instr/thread" if r["instr_per_thread"] else ""
+        print(f"{what}: {r['regs']} regs, spills {r['spill_stores']}/{r['spill_loads']} B, "
+              f"smem {r['smem']} B, {r['warps_per_sm']} warps/SM, {r['loads_in_flight']} loads "
+              f"({r['bytes_in_flight']} B) in flight{per_thread}")  # fmt: skip
+    for folder in folders:
+        print(f"wrote {folder}")
+    return int(any(r["error"] for r in rows))

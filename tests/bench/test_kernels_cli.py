@@ -51,3 +51,30 @@ def test_speedups_and_bandwidth_are_computed_from_the_timings() -> None:
 def test_cuda_without_a_gpu_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
     assert main(["kernels", "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_aot_table_is_printed_and_saved(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # one case, one arch: two small kernels compiled in a subprocess without the interpreter
+    out = tmp_path / "k"
+    argv = ["kernels", "--aot", "--arch", "90", "--filter", "corner_pool top fwd+bwd (1,"]
+    assert main([*argv, "--out", str(out)]) == 0
+    doc = json.loads((out / "aot-90" / "table.json").read_text())
+    rows = {r["kernel"]: r for r in doc["rows"]}
+    assert set(rows) == {"_corner_pool_fwd_kernel", "_corner_pool_bwd_kernel"}
+    fwd = rows["_corner_pool_fwd_kernel"]
+    assert fwd["error"] is None and fwd["arch"] == 90 and fwd["dtype"] == "fp32"
+    assert fwd["cases"] == ["corner_pool top fwd+bwd (1,256,128,128) float32"]
+    assert 0 < fwd["regs"] <= 255 and fwd["ldg"] > 0 and fwd["warps_per_sm"] > 0
+    assert fwd["bytes_per_element"] == fwd["doc_bytes_per_element"] == 8  # read x, write y
+    assert doc["env"]["archs"] == [90] and doc["env"]["ptxas_version"] != "unknown"
+    text = (out / "aot-90" / "table.md").read_text()
+    assert "| _corner_pool_fwd_kernel | REVERSE=True UNROLL=8 BLOCK_T=64 |" in text
+    assert (out / "aot-90" / "table.csv").is_file() and (out / "aot-90" / "env.json").is_file()
+    assert not (out / "aot-80").exists()
+    assert "sm_90 _corner_pool_bwd_kernel REVERSE=True" in capsys.readouterr().out
+
+
+def test_aot_options_need_aot(capsys: pytest.CaptureFixture) -> None:
+    assert main(["kernels", "--arch", "90", "--dtypes", "all"]) == 2
+    assert "--arch, --dtypes: only with --aot" in capsys.readouterr().err
