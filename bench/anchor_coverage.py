@@ -4,7 +4,7 @@ CornerNet's paper argues that anchor boxes must be sized by hand to the data set
 detector whose anchors miss an object's size or shape can hardly learn it. Coverage measures
 that directly, without any training: for every box, the best IoU over the detector's own
 anchors (its generator at the real network input, exactly the anchors ``forward`` places:
-:meth:`detectors.anchor_based.AnchorBasedDetector.anchor_grid`), and the share of boxes whose
+:meth:`detectors.anchors.AnchorBasedDetector.anchor_grid`), and the share of boxes whose
 best IoU reaches 0.5 (RetinaNet's, SSD's and the box head's positive threshold) and 0.7 (the
 RPN's). The IoU is positional: anchors stay where the generator puts them. (YOLOv3 assigns
 boxes by the IoU of shapes aligned at the centre, so its coverage here is the same strict,

@@ -194,7 +194,7 @@ def fit_levels(
     "rounds", "level_shares"}`` (the share of boxes whose best anchor is on each level).
     """
     from detectors import build_detector
-    from detectors.anchor_based import padded_size
+    from detectors.pyramid import padded_size
 
     model = build_detector(name, 1)
     layout = _layout(model.config)

@@ -19,16 +19,28 @@ So that the harness can time each stage alone and count anchors honestly, a dete
 
 ``backbone`` is the shared :class:`~detectors.backbones.HourglassBackbone`; everything else
 (necks, extra levels, heads) is the detector's and counts in :meth:`head_parameters`.
+
+Input checks every detector shares: :func:`check_images`, :func:`check_targets` (and
+:func:`targets_to`, their copy on a device and dtype), :func:`check_image_sizes`. The stages
+of dense detectors are in :mod:`detectors.dense`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["Detections", "Detector", "check_images", "check_targets"]
+__all__ = [
+    "Detections",
+    "Detector",
+    "check_image_sizes",
+    "check_images",
+    "check_targets",
+    "targets_to",
+]
 
 
 @dataclass
@@ -116,3 +128,29 @@ def check_targets(targets: object, batch: int, num_classes: int) -> list[dict[st
                 f"got {int(labels.min())}..{int(labels.max())}"
             )
     return list(targets)
+
+
+def targets_to(
+    targets: Sequence[dict[str, torch.Tensor]], device: torch.device, dtype: torch.dtype
+) -> list[dict[str, torch.Tensor]]:
+    """Copies of ``targets`` with boxes (M, 4) as ``dtype`` and labels (M,) int64 on ``device``."""
+    return [
+        {
+            "boxes": t["boxes"].to(device=device, dtype=dtype).reshape(-1, 4),
+            "labels": t["labels"].to(device=device, dtype=torch.int64),
+        }
+        for t in targets
+    ]
+
+
+def check_image_sizes(image_sizes: object, batch: int) -> list[tuple[int, int]]:
+    """Validate ``image_sizes``: ``batch`` pairs (h, w) of positive ints; ValueError otherwise."""
+    sizes = list(image_sizes) if isinstance(image_sizes, (list, tuple)) else None
+    if sizes is None or len(sizes) != batch:
+        raise ValueError(f"image_sizes must be a list of {batch} (height, width) pairs")
+    out = []
+    for i, hw in enumerate(sizes):
+        if len(hw) != 2 or any(int(v) < 1 for v in hw):
+            raise ValueError(f"image_sizes[{i}]={hw!r}: expected (height, width) >= 1")
+        out.append((int(hw[0]), int(hw[1])))
+    return out

@@ -42,13 +42,20 @@ import torch
 from torch import nn
 from torchvision.ops import clip_boxes_to_image
 
-from detectors.anchor_based import check_image_sizes, preset_config, targets_to
 from detectors.backbones import build_hourglass
-from detectors.base import Detections, Detector, check_images, check_targets
+from detectors.base import (
+    Detections,
+    Detector,
+    check_image_sizes,
+    check_images,
+    check_targets,
+    targets_to,
+)
 from detectors.cornernet.loss import focal_loss, gather_at
 from detectors.cornernet.modules import make_head
 from detectors.cornernet.targets import draw_gaussian, gaussian_radius
-from detectors.ssd import crop_map, pad_for_backbone
+from detectors.presets import preset_config
+from detectors.pyramid import crop_map, pad_for_backbone
 from kernels.heatmap import heatmap_peaks
 
 __all__ = [

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectors.anchor_based import preset_config
 from detectors.backbones import build_hourglass
+from detectors.presets import preset_config
 from detectors.ssd import SSD, SSD_PRESETS, SSDConfig
 
 __all__ = [

@@ -31,6 +31,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
@@ -41,20 +42,12 @@ from torchvision.models.detection.rpn import (
 )
 from torchvision.ops import MultiScaleRoIAlign
 
-from detectors.anchor_based import (
-    AnchorBasedDetector,
-    AnchorFields,
-    PyramidNeck,
-    assignment_counts,
-    check_image_sizes,
-    generate_anchors,
-    match_anchors,
-    pad_images,
-    preset_config,
-    targets_to,
-)
+from detectors.anchors import AnchorBasedDetector
 from detectors.backbones import build_hourglass
-from detectors.base import Detections, check_images, check_targets
+from detectors.base import Detections, check_image_sizes, check_images
+from detectors.dense import assignment_counts, generate_anchors
+from detectors.presets import AnchorFields, preset_config
+from detectors.pyramid import PyramidNeck, pad_images
 
 __all__ = ["FASTER_RCNN_PRESETS", "FasterRCNN", "FasterRCNNConfig", "build_faster_rcnn"]
 
@@ -126,6 +119,10 @@ FASTER_RCNN_PRESETS: dict[str, FasterRCNNConfig] = {
 class FasterRCNN(AnchorBasedDetector):
     """Two-stage Faster R-CNN (FPN) on a shared backbone with s4..s32 feature maps.
 
+    ``forward``, ``loss`` and ``decode`` are its own (two stages); target checks, matching and
+    ``assignment_stats`` are :class:`~detectors.dense.DenseDetector`'s, on the RPN's anchors
+    with the RPN's matcher.
+
     Args:
         num_classes: K, foreground classes (0-based labels; shifted by one internally).
         backbone: the shared hourglass (``out_channels`` by map name, ``cnv_dim``).
@@ -133,6 +130,7 @@ class FasterRCNN(AnchorBasedDetector):
     """
 
     name = "faster_rcnn"
+    BATCH_KEY = "objectness"
 
     def __init__(
         self, num_classes: int, backbone: nn.Module, config: FasterRCNNConfig | None = None
@@ -184,6 +182,11 @@ class FasterRCNN(AnchorBasedDetector):
         """The RPN's anchor generator (the anchors this detector counts)."""
         return self.rpn.anchor_generator
 
+    @property
+    def matcher(self) -> Matcher:
+        """The RPN's matcher (the assignment this detector reports)."""
+        return self.rpn.proposal_matcher
+
     def forward(self, images: torch.Tensor) -> dict:
         """(N, 3, H, W) -> raw outputs of both stages (see the module docstring)."""
         x = pad_images(check_images(images))
@@ -216,18 +219,12 @@ class FasterRCNN(AnchorBasedDetector):
             "image_size": image_size,
         }
 
-    def _targets(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> list[dict]:
-        anchors = outputs["anchors"]
-        batch = outputs["objectness"].shape[0]
-        checked = check_targets(targets, batch, self.num_classes)
-        return targets_to(checked, anchors.device, anchors.dtype)
-
     def loss(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
         """RPN objectness (BCE) and box (smooth L1) losses on 256 sampled anchors per image;
         box-head classification (cross-entropy) and box (smooth L1) losses on RoIs sampled
         among the RPN's proposals and the ground truth (the box head runs here). Keys
         ``loss_rpn_cls``, ``loss_rpn_box``, ``loss_cls``, ``loss_box`` and their sum ``loss``."""
-        targets = self._targets(outputs, targets)
+        targets = self._prepare_targets(outputs, targets)
         n = len(targets)
         anchors = [outputs["anchors"]] * n
         labels, matched_boxes = self.rpn.assign_targets_to_anchors(anchors, targets)
@@ -267,14 +264,11 @@ class FasterRCNN(AnchorBasedDetector):
         )
         return [Detections(b, s, lab - 1) for b, s, lab in zip(boxes, scores, labels)]
 
-    def assignment_stats(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
+    def _assignment_summary(self, outputs: dict, matched: list[torch.Tensor]) -> dict:
         """Per-image means over the RPN's anchors under its 0.7/0.3 matcher (before sampling),
         plus ``proposals``: the mean number of proposals the box head saw."""
-        targets = self._targets(outputs, targets)
-        anchors = [outputs["anchors"]] * len(targets)
-        with torch.no_grad():
-            stats = assignment_counts(match_anchors(self.rpn.proposal_matcher, anchors, targets))
-        stats["proposals"] = sum(p.shape[0] for p in outputs["proposals"]) / len(targets)
+        stats = assignment_counts(matched)
+        stats["proposals"] = sum(p.shape[0] for p in outputs["proposals"]) / len(matched)
         return stats
 
 

@@ -35,21 +35,15 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 
-from detectors.anchor_based import (
-    PyramidNeck,
-    check_image_sizes,
-    count_anchors,
-    decode_dense,
-    generate_anchors,
+from detectors.backbones import build_hourglass
+from detectors.dense import (
+    DenseDetector,
+    assignment_counts,
     head_norm_groups,
     kaiming_init_towers,
-    pad_images,
-    padded_size,
-    preset_config,
-    targets_to,
 )
-from detectors.backbones import build_hourglass
-from detectors.base import Detections, Detector, check_images, check_targets
+from detectors.presets import preset_config
+from detectors.pyramid import PyramidNeck
 
 __all__ = ["FCOS", "FCOS_PRESETS", "FCOSConfig", "build_fcos", "head_norm_groups", "match_points"]
 
@@ -138,7 +132,7 @@ def _set_group_norm_groups(module: nn.Module, num_groups: int) -> None:
             norm.num_groups = num_groups
 
 
-class FCOS(Detector):
+class FCOS(DenseDetector):
     """FCOS on a shared backbone with ``forward_features`` -> {"s8", "s16", "s32", ...}.
 
     Args:
@@ -148,7 +142,13 @@ class FCOS(Detector):
     """
 
     name = "fcos"
-    size_divisor = 32
+    PRIORS_KEY = "points"
+    COUNTS_KEY = "num_points_per_level"
+    LOSS_PARTS = {
+        "loss_cls": "classification",
+        "loss_box": "bbox_regression",
+        "loss_ctr": "bbox_ctrness",
+    }
 
     def __init__(
         self, num_classes: int, backbone: nn.Module, config: FCOSConfig | None = None
@@ -171,17 +171,10 @@ class FCOS(Detector):
         kaiming_init_towers(self.head.classification_head.conv, self.head.regression_head.conv)
         _set_group_norm_groups(self.head, head_norm_groups(channels, cfg.min_group_channels))
 
-    def forward(self, images: torch.Tensor) -> dict:
-        """(N, 3, H, W) -> raw outputs (see the module docstring)."""
-        x = pad_images(check_images(images), self.size_divisor)
-        levels = list(self.neck(self.backbone.forward_features(x)).values())
-        head = self.head(levels)  # per level (N, K, H_l, W_l) -> (N, sum H_l W_l, K), ...
-        points = generate_anchors(self.point_generator, x[:1], levels)[0]
-        return {
-            **head,
-            "points": points,
-            "num_points_per_level": [int(f.shape[-2] * f.shape[-1]) for f in levels],
-        }
+    @property
+    def prior_generator(self) -> nn.Module:
+        """The point generator: one stride-sized square per location."""
+        return self.point_generator
 
     def anchors_per_image(self, height: int, width: int) -> int:
         """0: FCOS places no anchor boxes (see :meth:`points_per_image`)."""
@@ -189,69 +182,47 @@ class FCOS(Detector):
 
     def points_per_image(self, height: int, width: int) -> int:
         """Locations on P3-P7 (one point each) after padding to a multiple of 32."""
-        h, w = padded_size(height, width, self.size_divisor)
-        return count_anchors(self.point_generator, (h, w), self.neck.level_sizes(h, w))
+        return self._count_priors(height, width)
 
-    def _match(self, outputs: dict, targets: list[dict[str, torch.Tensor]]):
-        points = outputs["points"]
-        batch = outputs["cls_logits"].shape[0]
-        targets = targets_to(
-            check_targets(targets, batch, self.num_classes), points.device, points.dtype
-        )
+    def _match_priors(
+        self, outputs: dict, points: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
+    ) -> list[torch.Tensor]:
+        """Per image (A,): the box each point is assigned to, or -1 (:func:`match_points`)."""
         cfg = self.config
-        matched = [
+        return [
             match_points(
-                points,
+                p,
                 outputs["num_points_per_level"],
                 t["boxes"],
                 cfg.level_bounds,
                 cfg.center_sampling_radius,
             )
-            for t in targets
+            for p, t in zip(points, targets)
         ]
-        return targets, matched
 
-    def loss(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
+    def _head_loss(
+        self,
+        targets: list[dict[str, torch.Tensor]],
+        outputs: dict,
+        points: list[torch.Tensor],
+        matched: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
         """Focal (``loss_cls``), GIoU (``loss_box``) and centre-ness BCE (``loss_ctr``)."""
-        targets, matched = self._match(outputs, targets)
-        head = {k: outputs[k] for k in ("cls_logits", "bbox_regression", "bbox_ctrness")}
-        points = [outputs["points"]] * len(targets)
-        parts = self.head.compute_loss(targets, head, points, matched)
-        losses = {
-            "loss_cls": parts["classification"],
-            "loss_box": parts["bbox_regression"],
-            "loss_ctr": parts["bbox_ctrness"],
-        }
-        losses["loss"] = losses["loss_cls"] + losses["loss_box"] + losses["loss_ctr"]
-        return losses
+        return self.head.compute_loss(targets, outputs, points, matched)
 
-    def decode(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[Detections]:
-        """Scores sqrt(sigmoid(cls) * sigmoid(centre-ness)), top-k per level, class NMS."""
-        cls_logits = outputs["cls_logits"]
-        sizes = check_image_sizes(image_sizes, cls_logits.shape[0])
-        cfg = self.config
-        scores = torch.sqrt(cls_logits.sigmoid() * outputs["bbox_ctrness"].sigmoid())
-        return decode_dense(
-            scores,
-            outputs["bbox_regression"],
-            [outputs["points"]] * len(sizes),
-            outputs["num_points_per_level"],
-            sizes,
-            self.head.box_coder.decode,
-            score_thresh=cfg.score_thresh,
-            topk_candidates=cfg.topk_candidates,
-            nms_thresh=cfg.nms_thresh,
-            max_detections=self.max_detections,
-        )
+    def _assignment_summary(self, outputs: dict, matched: list[torch.Tensor]) -> dict:
+        """Positive / negative points (none ignored) and ``points``, per image."""
+        stats = assignment_counts(matched)
+        stats["points"] = float(outputs["points"].shape[0])
+        return stats
 
-    def assignment_stats(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
-        """Per-image mean positive / negative points (none ignored) and ``points``."""
-        with torch.no_grad():
-            _, matched = self._match(outputs, targets)
-        n = max(len(matched), 1)
-        pos = sum(int((m >= 0).sum()) for m in matched) / n
-        points = float(outputs["points"].shape[0])
-        return {"positives": pos, "negatives": points - pos, "ignored": 0.0, "points": points}
+    def _class_scores(self, outputs: dict) -> torch.Tensor:
+        """sqrt(sigmoid(cls) * sigmoid(centre-ness)): (N, A, K)."""
+        return torch.sqrt(outputs["cls_logits"].sigmoid() * outputs["bbox_ctrness"].sigmoid())
+
+    def _decode_regression(self, regression: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Distances (l, t, r, b) in strides (M, 4) from points (M, 4) -> xyxy boxes (M, 4)."""
+        return self.head.box_coder.decode(regression, points)
 
 
 def build_fcos(

@@ -27,23 +27,11 @@ from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNetHead
 
-from detectors.anchor_based import (
-    AnchorBasedDetector,
-    AnchorFields,
-    PyramidNeck,
-    assignment_counts,
-    check_image_sizes,
-    decode_dense,
-    generate_anchors,
-    head_norm_groups,
-    kaiming_init_towers,
-    match_anchors,
-    pad_images,
-    preset_config,
-    targets_to,
-)
+from detectors.anchors import AnchorBasedDetector
 from detectors.backbones import build_hourglass
-from detectors.base import Detections, check_images, check_targets
+from detectors.dense import head_norm_groups, kaiming_init_towers
+from detectors.presets import AnchorFields, preset_config
+from detectors.pyramid import PyramidNeck
 
 __all__ = ["RETINANET_PRESETS", "RetinaNet", "RetinaNetConfig", "build_retinanet", "scale_sizes"]
 
@@ -146,61 +134,23 @@ class RetinaNet(AnchorBasedDetector):
         kaiming_init_towers(self.head.classification_head.conv, self.head.regression_head.conv)
         self.matcher = Matcher(cfg.fg_iou_thresh, cfg.bg_iou_thresh, allow_low_quality_matches=True)
 
-    def forward(self, images: torch.Tensor) -> dict:
-        """(N, 3, H, W) -> raw outputs (see the module docstring)."""
-        x = pad_images(check_images(images))
-        levels = list(self.neck(self.backbone.forward_features(x)).values())
-        head = self.head(levels)  # per level (N, A_l*K, H_l, W_l) -> (N, sum H_l*W_l*A_l, K)
-        anchors = generate_anchors(self.anchor_generator, x[:1], levels)[0]
-        per_location = self.anchor_generator.num_anchors_per_location()
-        return {
-            "cls_logits": head["cls_logits"],
-            "bbox_regression": head["bbox_regression"],
-            "anchors": anchors,
-            "num_anchors_per_level": [
-                int(f.shape[-2] * f.shape[-1]) * a for f, a in zip(levels, per_location)
-            ],
-        }
-
-    def _match(self, outputs: dict, targets: list[dict[str, torch.Tensor]]):
-        anchors = outputs["anchors"]
-        batch = outputs["cls_logits"].shape[0]
-        targets = targets_to(
-            check_targets(targets, batch, self.num_classes), anchors.device, anchors.dtype
-        )
-        anchors_list = [anchors] * batch
-        return targets, anchors_list, match_anchors(self.matcher, anchors_list, targets)
-
-    def loss(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
+    def _head_loss(
+        self,
+        targets: list[dict[str, torch.Tensor]],
+        outputs: dict,
+        anchors: list[torch.Tensor],
+        matched: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
         """Focal loss (``loss_cls``) and L1 box loss (``loss_box``), each / positives."""
-        targets, anchors_list, matched = self._match(outputs, targets)
-        head_outputs = {k: outputs[k] for k in ("cls_logits", "bbox_regression")}
-        parts = self.head.compute_loss(targets, head_outputs, anchors_list, matched)
-        loss_cls, loss_box = parts["classification"], parts["bbox_regression"]
-        return {"loss_cls": loss_cls, "loss_box": loss_box, "loss": loss_cls + loss_box}
+        return self.head.compute_loss(targets, outputs, anchors, matched)
 
-    def decode(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[Detections]:
-        """Sigmoid scores, top-k per level, box decoding, clipping to each image, class NMS."""
-        cls_logits = outputs["cls_logits"]
-        sizes = check_image_sizes(image_sizes, cls_logits.shape[0])
-        cfg = self.config
-        return decode_dense(
-            cls_logits.sigmoid(),
-            outputs["bbox_regression"],
-            [outputs["anchors"]] * len(sizes),
-            outputs["num_anchors_per_level"],
-            sizes,
-            self.head.regression_head.box_coder.decode_single,
-            score_thresh=cfg.score_thresh,
-            topk_candidates=cfg.topk_candidates,
-            nms_thresh=cfg.nms_thresh,
-            max_detections=self.max_detections,
-        )
+    def _class_scores(self, outputs: dict) -> torch.Tensor:
+        """Sigmoid per class: (N, A, K)."""
+        return outputs["cls_logits"].sigmoid()
 
-    def assignment_stats(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
-        """Per-image mean positives / negatives / ignored anchors under the 0.5/0.4 matcher."""
-        with torch.no_grad():
-            return assignment_counts(self._match(outputs, targets)[2])
+    def _decode_regression(self, regression: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """``BoxCoder`` deltas (M, 4) of anchors (M, 4) -> xyxy boxes (M, 4)."""
+        return self.head.regression_head.box_coder.decode_single(regression, anchors)
 
 
 def build_retinanet(

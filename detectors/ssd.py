@@ -40,31 +40,18 @@ from torchvision.models.detection import ssd as tv_ssd
 from torchvision.models.detection._utils import BoxCoder, SSDMatcher
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
-from detectors.anchor_based import (
-    AnchorBasedDetector,
-    AnchorFields,
-    assignment_counts,
-    check_image_sizes,
-    decode_dense,
-    generate_anchors,
-    match_anchors,
-    pad_images,
-    preset_config,
-    targets_to,
-)
+from detectors.anchors import AnchorBasedDetector
 from detectors.backbones import build_hourglass
-from detectors.base import Detections, check_images, check_targets
+from detectors.dense import assignment_counts
+from detectors.presets import AnchorFields, preset_config
+from detectors.pyramid import crop_map, pad_for_backbone
 
 __all__ = [
     "SSD",
     "SSD_PRESETS",
     "ExtraLayer",
     "SSDConfig",
-    "backbone_divisor",
     "build_ssd",
-    "crop_map",
-    "float32_anchors",
-    "pad_for_backbone",
 ]
 
 #: the backbone maps SSD predicts on, finest first
@@ -138,44 +125,6 @@ SSD_PRESETS: dict[str, SSDConfig] = {
 }
 
 
-def backbone_divisor(backbone: nn.Module) -> int:
-    """Input multiple the hourglass needs: 2**(n + 2) (32 for depth 3, 128 for depth 5)."""
-    return 2 ** (int(backbone.n) + 2)
-
-
-def pad_for_backbone(images: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
-    """(N, C, H, W) zero-padded at the bottom/right to the hourglass's multiple."""
-    return pad_images(images, backbone_divisor(backbone))
-
-
-def crop_map(feature: torch.Tensor, stride: int, size: tuple[int, int]) -> torch.Tensor:
-    """(N, C, h, w) map of a padded input -> (N, C, ceil(H/stride), ceil(W/stride)), size=(H, W).
-
-    Keeps the cells that see the (H, W) input; padding is at the bottom/right.
-    """
-    h, w = -(-size[0] // stride), -(-size[1] // stride)
-    if h > feature.shape[-2] or w > feature.shape[-1]:
-        raise ValueError(
-            f"feature map {tuple(feature.shape)} at stride {stride} is smaller than the "
-            f"{h}x{w} cells an input of {size[0]}x{size[1]} needs"
-        )
-    return feature[..., :h, :w]
-
-
-def float32_anchors(
-    generator: nn.Module, images: torch.Tensor, maps: list[torch.Tensor]
-) -> torch.Tensor:
-    """(A, 4) float32 anchors of ``generator`` for ``images`` (N, C, H, W) and its ``maps``.
-
-    The generator runs on empty float32 placeholders of the same sizes, so that anchors keep
-    full precision when the network runs in half precision.
-    """
-    device = maps[0].device
-    image = torch.empty(1, 0, *images.shape[-2:], device=device)
-    placeholders = [torch.empty(1, 0, *m.shape[-2:], device=device) for m in maps]
-    return generate_anchors(generator, image, placeholders)[0]
-
-
 def _extra_size(size: int, kind: str) -> int:
     return (size + 1) // 2 if kind == "s2" else max(size, 3) - 2
 
@@ -225,6 +174,7 @@ class SSD(AnchorBasedDetector):
     name = "ssd"
     #: SSD keeps its input size; the backbone's padding is cropped off the maps
     size_divisor = 1
+    float32_priors = True
 
     def __init__(
         self, num_classes: int, backbone: nn.Module, config: SSDConfig | None = None
@@ -292,77 +242,48 @@ class SSD(AnchorBasedDetector):
         with torch.device("cpu"):
             return super().anchors_per_image(height, width)
 
-    # ---- the interface -------------------------------------------------------------------
-    def forward(self, images: torch.Tensor) -> dict:
-        """(N, 3, H, W) -> raw outputs (see the module docstring)."""
-        check_images(images)
-        maps = self.feature_maps(images)
+    # ---- the hooks of DenseDetector -----------------------------------------------------
+    def _head_outputs(self, maps: list[torch.Tensor]) -> dict:
+        """SSD maps -> neck -> BatchNorm -> head: ``cls_logits`` (N, A, K + 1) and
+        ``bbox_regression`` (N, A, 4)."""
         inputs = self.neck(maps)
         if self.map_norms is not None:
             inputs = [norm(x) for norm, x in zip(self.map_norms, inputs)]
         head = self.head(inputs)  # per map (N, A_l*(K+1), h, w) -> (N, sum h*w*A_l, K+1)
-        anchors = float32_anchors(self.anchor_generator, images, maps)
-        per_location = self.anchor_generator.num_anchors_per_location()
-        return {
-            "cls_logits": head["cls_logits"],
-            "bbox_regression": head["bbox_regression"],
-            "anchors": anchors,
-            "num_anchors_per_level": [
-                int(m.shape[-2] * m.shape[-1]) * a for m, a in zip(maps, per_location)
-            ],
-            "feature_sizes": [(int(m.shape[-2]), int(m.shape[-1])) for m in maps],
-        }
+        return {"cls_logits": head["cls_logits"], "bbox_regression": head["bbox_regression"]}
 
-    def _match(self, outputs: dict, targets: list[dict[str, torch.Tensor]]):
-        anchors = outputs["anchors"]
-        batch = outputs["cls_logits"].shape[0]
-        checked = check_targets(targets, batch, self.num_classes)
-        targets = targets_to(checked, anchors.device, anchors.dtype)
-        anchors_list = [anchors] * batch
-        return targets, anchors_list, match_anchors(self.matcher, anchors_list, targets)
+    def _extra_outputs(self, x: torch.Tensor, maps: list[torch.Tensor], outputs: dict) -> dict:
+        return {"feature_sizes": [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]}
 
-    def loss(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
+    def _head_loss(
+        self,
+        targets: list[dict[str, torch.Tensor]],
+        outputs: dict,
+        anchors: list[torch.Tensor],
+        matched: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
         """Cross-entropy with 3:1 hard negatives (``loss_cls``), smooth L1 (``loss_box``)."""
-        targets, anchors_list, matched = self._match(outputs, targets)
         # label 0 is background in the head: shift the 0-based labels by one
         shifted = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
-        head_outputs = {k: outputs[k] for k in ("cls_logits", "bbox_regression")}
-        parts = tv_ssd.SSD.compute_loss(self, shifted, head_outputs, anchors_list, matched)
-        loss_cls, loss_box = parts["classification"], parts["bbox_regression"]
-        return {"loss_cls": loss_cls, "loss_box": loss_box, "loss": loss_cls + loss_box}
+        return tv_ssd.SSD.compute_loss(self, shifted, outputs, anchors, matched)
 
-    def decode(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[Detections]:
-        """Softmax scores without the background column, top-k per map, decoding, class NMS."""
-        cls_logits = outputs["cls_logits"]
-        sizes = check_image_sizes(image_sizes, cls_logits.shape[0])
-        cfg = self.config
-        scores = F.softmax(cls_logits, dim=-1)[..., 1:]  # (N, A, K + 1) -> (N, A, K), 0-based
-        return decode_dense(
-            scores,
-            outputs["bbox_regression"],
-            [outputs["anchors"]] * len(sizes),
-            outputs["num_anchors_per_level"],
-            sizes,
-            self.box_coder.decode_single,
-            score_thresh=cfg.score_thresh,
-            topk_candidates=cfg.topk_candidates,
-            nms_thresh=cfg.nms_thresh,
-            max_detections=self.max_detections,
-        )
-
-    def assignment_stats(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
-        """Per-image mean positives / negatives (none ignored) under SSD's matcher.
-
-        Also ``hard_negatives``: the negatives the loss keeps, min(3 x positives, negatives).
-        """
-        with torch.no_grad():
-            matched = self._match(outputs, targets)[2]
+    def _assignment_summary(self, outputs: dict, matched: list[torch.Tensor]) -> dict:
+        """Positives / negatives (none ignored) and ``hard_negatives``: the negatives the loss
+        keeps, min(3 x positives, negatives), per image."""
         stats = assignment_counts(matched)
         kept = [
             min(self.neg_to_pos_ratio * int((m >= 0).sum()), int((m < 0).sum())) for m in matched
         ]
         stats["hard_negatives"] = sum(kept) / max(len(kept), 1)
         return stats
+
+    def _class_scores(self, outputs: dict) -> torch.Tensor:
+        """Softmax scores without the background column: (N, A, K + 1) -> (N, A, K), 0-based."""
+        return F.softmax(outputs["cls_logits"], dim=-1)[..., 1:]
+
+    def _decode_regression(self, regression: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """``BoxCoder((10, 10, 5, 5))`` deltas (M, 4) of default boxes (M, 4) -> xyxy (M, 4)."""
+        return self.box_coder.decode_single(regression, anchors)
 
 
 def build_ssd(

@@ -41,19 +41,10 @@ from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import box_iou
 
-from detectors.anchor_based import (
-    AnchorBasedDetector,
-    AnchorFields,
-    assignment_counts,
-    check_image_sizes,
-    decode_dense,
-    pad_images,
-    preset_config,
-    targets_to,
-)
+from detectors.anchors import AnchorBasedDetector
 from detectors.backbones import build_hourglass
-from detectors.base import Detections, check_images, check_targets
-from detectors.ssd import crop_map, float32_anchors, pad_for_backbone
+from detectors.presets import AnchorFields, preset_config
+from detectors.pyramid import crop_map, pad_for_backbone
 
 __all__ = [
     "COCO_PRIORS",
@@ -148,6 +139,8 @@ class YOLOv3(AnchorBasedDetector):
     """YOLOv3 heads on the hourglass's s8/s16/s32 maps (see the module docstring)."""
 
     name = "yolov3"
+    BATCH_KEY = "preds"
+    float32_priors = True
 
     def __init__(
         self, num_classes: int, backbone: nn.Module, config: YOLOv3Config | None = None
@@ -179,29 +172,31 @@ class YOLOv3(AnchorBasedDetector):
         """(h, w) of the s8, s16, s32 maps for a padded (height, width) input."""
         return [(height // int(n[1:]), width // int(n[1:])) for n in LEVELS]
 
-    def forward(self, images: torch.Tensor) -> dict:
-        """(N, 3, H, W) -> raw outputs (see the module docstring)."""
-        x = pad_images(check_images(images), self.size_divisor)
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Padded (N, 3, H, W) -> the s8, s16, s32 maps, the hourglass's padding cropped off."""
         size = (int(x.shape[-2]), int(x.shape[-1]))
         features = self.backbone.forward_features(pad_for_backbone(x, self.backbone))
-        maps = [crop_map(features[n], int(n[1:]), size) for n in LEVELS]
+        return [crop_map(features[n], int(n[1:]), size) for n in LEVELS]
+
+    def _head_outputs(self, maps: list[torch.Tensor]) -> dict:
+        """Maps -> ``preds`` (N, A, 5 + K): (tx, ty, tw, th, objectness, K class logits)."""
         preds = []
         for head, m in zip(self.heads, maps):
             p = head(m)  # (N, A*(5+K), H, W) -> (N, H*W*A, 5+K), the anchors' order
             n, _, h, w = p.shape
             preds.append(p.view(n, -1, 5 + self.num_classes, h, w).permute(0, 3, 4, 1, 2))
         preds = torch.cat([p.reshape(p.shape[0], -1, 5 + self.num_classes) for p in preds], 1)
-        anchors = float32_anchors(self.anchor_generator, x, maps)
-        per_location = self.anchor_generator.num_anchors_per_location()
-        counts = [int(m.shape[-2] * m.shape[-1]) * a for m, a in zip(maps, per_location)]
-        strides = torch.cat([anchors.new_full((c,), float(n[1:])) for c, n in zip(counts, LEVELS)])
+        return {"preds": preds}
+
+    def _extra_outputs(self, x: torch.Tensor, maps: list[torch.Tensor], outputs: dict) -> dict:
+        """``strides`` (A,) of every prior, ``feature_sizes`` and ``input_size`` (padded)."""
+        anchors, counts = outputs["anchors"], outputs["num_anchors_per_level"]
         return {
-            "preds": preds,
-            "anchors": anchors,
-            "strides": strides,
-            "num_anchors_per_level": counts,
+            "strides": torch.cat(
+                [anchors.new_full((c,), float(n[1:])) for c, n in zip(counts, LEVELS)]
+            ),
             "feature_sizes": [(int(m.shape[-2]), int(m.shape[-1])) for m in maps],
-            "input_size": size,
+            "input_size": (int(x.shape[-2]), int(x.shape[-1])),
         }
 
     @staticmethod
@@ -216,9 +211,11 @@ class YOLOv3(AnchorBasedDetector):
 
     def _assign(self, outputs: dict, targets: list[dict[str, torch.Tensor]]):
         """Per image: assigned prior ids (M',), their boxes (M', 4) and labels, the ignore mask."""
+        return self._assign_prepared(outputs, self._prepare_targets(outputs, targets))
+
+    def _assign_prepared(self, outputs: dict, targets: list[dict[str, torch.Tensor]]):
+        """:meth:`_assign` of targets already on the priors' device and dtype."""
         preds, anchors = outputs["preds"], outputs["anchors"]
-        checked = check_targets(targets, preds.shape[0], self.num_classes)
-        targets = targets_to(checked, preds.device, anchors.dtype)
         per_location = self.anchor_generator.num_anchors_per_location()
         starts = torch.tensor([0, *outputs["num_anchors_per_level"]]).cumsum(0).tolist()
         first = torch.tensor([0, *per_location]).cumsum(0).tolist()  # level's first prior
@@ -285,38 +282,31 @@ class YOLOv3(AnchorBasedDetector):
         parts["loss"] = parts["loss_box"] + parts["loss_obj"] + parts["loss_cls"]
         return parts
 
-    def decode(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[Detections]:
-        """Scores objectness x class, top-k per map, boxes clipped to each image, class NMS."""
-        preds = outputs["preds"]
-        sizes = check_image_sizes(image_sizes, preds.shape[0])
-        cfg = self.config
-        boxes = self.decode_boxes(preds, outputs["anchors"], outputs["strides"])  # (N, A, 4)
-        scores = preds[..., 4:5].sigmoid() * preds[..., 5:].sigmoid()  # (N, A, K)
-        return decode_dense(
-            scores,
-            boxes,
-            [outputs["anchors"]] * len(sizes),
-            outputs["num_anchors_per_level"],
-            sizes,
-            lambda decoded, _anchors: decoded,  # boxes are decoded above
-            score_thresh=cfg.score_thresh,
-            topk_candidates=cfg.topk_candidates,
-            nms_thresh=cfg.nms_thresh,
-            max_detections=self.max_detections,
-        )
-
-    def assignment_stats(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
-        """Per-image means: assigned priors, ignored (prediction IoU > 0.5), negatives (rest)."""
-        with torch.no_grad():
-            assigned = self._assign(outputs, targets)
-        total = outputs["preds"].shape[1]
+    def _match_priors(
+        self, outputs: dict, priors: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
+    ) -> list[torch.Tensor]:
+        """Per image (A,) int64: 0 for an assigned prior, -2 ignored (a prediction with IoU >
+        ``ignore_thresh``), -1 negative (the rest); for :meth:`assignment_stats`."""
         matched = []
-        for slots, _, _, ignore in assigned:
-            m = torch.full((total,), Matcher.BELOW_LOW_THRESHOLD, dtype=torch.int64)
-            m[ignore.cpu()] = Matcher.BETWEEN_THRESHOLDS
-            m[slots.cpu()] = 0
+        for slots, _, _, ignore in self._assign_prepared(outputs, targets):
+            m = torch.full_like(ignore, Matcher.BELOW_LOW_THRESHOLD, dtype=torch.int64)
+            m[ignore] = Matcher.BETWEEN_THRESHOLDS
+            m[slots] = 0
             matched.append(m)
-        return assignment_counts(matched)
+        return matched
+
+    def _class_scores(self, outputs: dict) -> torch.Tensor:
+        """Objectness x class, both sigmoid: (N, A, K)."""
+        preds = outputs["preds"]
+        return preds[..., 4:5].sigmoid() * preds[..., 5:].sigmoid()
+
+    def _box_regression(self, outputs: dict) -> torch.Tensor:
+        """The boxes (N, A, 4) xyxy, decoded here: decoding needs each prior's stride."""
+        return self.decode_boxes(outputs["preds"], outputs["anchors"], outputs["strides"])
+
+    def _decode_regression(self, boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """The identity: :meth:`_box_regression` has decoded the boxes."""
+        return boxes
 
 
 def build_yolov3(

@@ -3,6 +3,7 @@
 from detectors.backbones.hourglass import (
     HOURGLASS_PRESETS,
     HourglassBackbone,
+    HourglassConfig,
     HourglassOutput,
     build_hourglass,
     count_parameters,
@@ -11,6 +12,7 @@ from detectors.backbones.hourglass import (
 __all__ = [
     "HOURGLASS_PRESETS",
     "HourglassBackbone",
+    "HourglassConfig",
     "HourglassOutput",
     "build_hourglass",
     "count_parameters",

@@ -18,11 +18,15 @@ Structure, with module attribute names equal to the CornerNet release's paramete
 The multi-scale features are the merge outputs of the last hourglass: level l (stride
 4 * 2**l) has dims[l] channels; the bottom of the hourglass (stride 4 * 2**n) is the output
 of its innermost residuals. Strides 4, 8, 16 and 32 are returned (those that exist).
+
+Sizes: a frozen :class:`HourglassConfig` (defaults: Hourglass-104), named in
+:data:`HOURGLASS_PRESETS` ("tiny", "small", "hg52", "hg104"); ``build_hourglass(name)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
 import torch
@@ -33,6 +37,7 @@ __all__ = [
     "HOURGLASS_PRESETS",
     "ConvBNReLU",
     "HourglassBackbone",
+    "HourglassConfig",
     "HourglassModule",
     "HourglassOutput",
     "Residual",
@@ -40,44 +45,44 @@ __all__ = [
     "count_parameters",
 ]
 
-# Keyword arguments of HourglassBackbone per named size.
-HOURGLASS_PRESETS: dict[str, dict[str, object]] = {
+
+@dataclass(frozen=True)
+class HourglassConfig:
+    """Sizes of a :class:`HourglassBackbone`; the defaults are Hourglass-104 (CornerNet)."""
+
+    n: int = 5  # hourglass depth (release models/CornerNet.py: n = 5)
+    nstack: int = 2  # two stacked hourglasses: Hourglass-104 (CornerNet paper section 4.1)
+    dims: tuple[int, ...] = (256, 256, 384, 384, 384, 512)  # widths per level (release)
+    modules: tuple[int, ...] = (2, 2, 2, 2, 2, 4)  # residual blocks per level (release)
+    cnv_dim: int = 256  # width of the per-stack 3x3 convs (release kp cnv_dim)
+    stem_dims: tuple[int, int] = (128, 256)  # 7x7 conv to 128, residual to 256 (release kp.pre)
+
+    def kwargs(self) -> dict[str, object]:
+        """Keyword arguments of :class:`HourglassBackbone`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: The CornerNet release (models/CornerNet.py): two stacks, Hourglass-104.
+_HG104 = HourglassConfig()
+
+# Backbone sizes by name.
+HOURGLASS_PRESETS: dict[str, HourglassConfig] = {
     # CPU-trainable at 128 px: three levels, one stack.
-    "tiny": {
-        "n": 3,
-        "nstack": 1,
-        "dims": (32, 32, 48, 48),
-        "modules": (1, 1, 1, 2),
-        "cnv_dim": 32,
-        "stem_dims": (16, 32),
-    },
+    "tiny": HourglassConfig(
+        n=3, nstack=1, dims=(32, 32, 48, 48), modules=(1, 1, 1, 2), cnv_dim=32, stem_dims=(16, 32)
+    ),
     # Two stacks of four levels at a quarter of the release's widths.
-    "small": {
-        "n": 4,
-        "nstack": 2,
-        "dims": (64, 64, 96, 96, 128),
-        "modules": (1, 1, 1, 1, 2),
-        "cnv_dim": 64,
-        "stem_dims": (32, 64),
-    },
+    "small": HourglassConfig(
+        n=4,
+        nstack=2,
+        dims=(64, 64, 96, 96, 128),
+        modules=(1, 1, 1, 1, 2),
+        cnv_dim=64,
+        stem_dims=(32, 64),
+    ),
     # One stack of the release's hourglass (CenterNet's "Hourglass-52").
-    "hg52": {
-        "n": 5,
-        "nstack": 1,
-        "dims": (256, 256, 384, 384, 384, 512),
-        "modules": (2, 2, 2, 2, 2, 4),
-        "cnv_dim": 256,
-        "stem_dims": (128, 256),
-    },
-    # The CornerNet release (models/CornerNet.py): two stacks, Hourglass-104.
-    "hg104": {
-        "n": 5,
-        "nstack": 2,
-        "dims": (256, 256, 384, 384, 384, 512),
-        "modules": (2, 2, 2, 2, 2, 4),
-        "cnv_dim": 256,
-        "stem_dims": (128, 256),
-    },
+    "hg52": replace(_HG104, nstack=1),
+    "hg104": _HG104,
 }
 
 # Strides of the named feature maps, in output order.
@@ -201,7 +206,7 @@ class HourglassOutput(NamedTuple):
 class HourglassBackbone(nn.Module):
     """Stem, ``nstack`` hourglasses with intermediate links, and per-stack 3x3 convs.
 
-    Args:
+    Args (defaults: Hourglass-104, :class:`HourglassConfig`'s):
         n: hourglass depth (number of stride-2 levels inside each hourglass).
         nstack: number of stacked hourglasses.
         dims: widths per level, length n + 1.
@@ -212,12 +217,12 @@ class HourglassBackbone(nn.Module):
 
     def __init__(
         self,
-        n: int = 5,
-        nstack: int = 2,
-        dims: Sequence[int] = (256, 256, 384, 384, 384, 512),
-        modules: Sequence[int] = (2, 2, 2, 2, 2, 4),
-        cnv_dim: int = 256,
-        stem_dims: Sequence[int] = (128, 256),
+        n: int = _HG104.n,
+        nstack: int = _HG104.nstack,
+        dims: Sequence[int] = _HG104.dims,
+        modules: Sequence[int] = _HG104.modules,
+        cnv_dim: int = _HG104.cnv_dim,
+        stem_dims: Sequence[int] = _HG104.stem_dims,
     ) -> None:
         super().__init__()
         _validate_hourglass_args(n, nstack, dims, modules, cnv_dim, stem_dims)
@@ -337,7 +342,7 @@ def build_hourglass(preset: str | None = "hg104", **kwargs: object) -> Hourglass
     if preset is None:
         args: dict[str, object] = {}
     elif preset in HOURGLASS_PRESETS:
-        args = dict(HOURGLASS_PRESETS[preset])
+        args = HOURGLASS_PRESETS[preset].kwargs()
     else:
         raise ValueError(
             f"hourglass preset {preset!r}: expected one of {sorted(HOURGLASS_PRESETS)}"

@@ -71,8 +71,9 @@ class CornerNetConfig:
             raise ValueError(
                 f"hourglass preset {preset!r}: expected one of {sorted(HOURGLASS_PRESETS)}"
             )
-        args = dict(HOURGLASS_PRESETS[preset])
-        args["pool_dim"] = max(1, int(args["cnv_dim"]) // 2)  # type: ignore[call-overload]
+        hourglass = HOURGLASS_PRESETS[preset]
+        args = hourglass.kwargs()
+        args["pool_dim"] = max(1, hourglass.cnv_dim // 2)
         args.update(overrides)
         return cls(**args)  # type: ignore[arg-type]
 

@@ -13,7 +13,8 @@ plain hourglass of the same preset); the head is the corner-pooling modules and 
   padding never enters the pooled rows; 128 k - 1 and multiples of 2**(n + 2) need none.
 - ``loss`` builds targets with :func:`~detectors.cornernet.targets.build_batch_targets`
   (output size = the heatmaps', ``gaussian_iou`` from the model config, ``gaussian_bump``
-  switchable) and returns :func:`~detectors.cornernet.loss.cornernet_loss`'s dict.
+  switchable) and returns :meth:`CornerNet.loss` (:func:`~detectors.cornernet.loss.
+  cornernet_loss` with the config's weights).
 - ``decode`` (fixed-size letterboxed inputs): :func:`kernels.decode.cornernet_decode` on the
   last stack, boxes times input / map size (4 for multiples of 4; the release's ratio for
   its 511 px inputs), clipped to ``image_sizes``, rejected pairs dropped, per-class soft-NMS,
@@ -34,7 +35,6 @@ from detectors.base import Detections, Detector, check_images, check_targets
 from detectors.cornernet import inference
 from detectors.cornernet.config import CornerNetConfig
 from detectors.cornernet.inference import CornerNetTestConfig
-from detectors.cornernet.loss import cornernet_loss
 from detectors.cornernet.model import CornerNet
 from detectors.cornernet.targets import build_batch_targets
 
@@ -139,14 +139,7 @@ class CornerNetDetector(Detector):
     def loss(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
         """``loss`` and its weighted parts ``loss_focal``, ``loss_pull``, ``loss_push``,
         ``loss_regr`` over all stacks in ``outputs`` (each divided by the stack count)."""
-        cfg = self.cfg
-        return cornernet_loss(
-            outputs["stacks"],
-            self.targets(outputs, targets),
-            pull_weight=cfg.pull_weight,
-            push_weight=cfg.push_weight,
-            regr_weight=cfg.regr_weight,
-        )
+        return self.model.loss(outputs["stacks"], self.targets(outputs, targets))
 
     def _input_rows(self, outputs: dict, test_cfg: CornerNetTestConfig) -> torch.Tensor:
         """Decoded (N, num_dets, 8) rows with boxes in input pixels (not clipped)."""

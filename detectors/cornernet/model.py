@@ -10,7 +10,7 @@ The network is the release's ``kp`` model: :class:`~detectors.backbones.Hourglas
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from torch import nn
 from detectors.backbones.hourglass import HourglassBackbone
 from detectors.cornernet import checkpoint
 from detectors.cornernet.config import CornerNetConfig
+from detectors.cornernet.loss import cornernet_loss
 from detectors.cornernet.modules import CornerPoolModule, make_head
 
 __all__ = ["HEAD_KEYS", "CornerNet"]
@@ -86,6 +87,27 @@ class CornerNet(HourglassBackbone):
             "tl_regr": self.tl_regrs[stack](tl),
             "br_regr": self.br_regrs[stack](br),
         }
+
+    def loss(
+        self,
+        outputs: Sequence[Mapping[str, torch.Tensor]] | Mapping[str, torch.Tensor],
+        targets: Mapping[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """:func:`~detectors.cornernet.loss.cornernet_loss` with this config's weights.
+
+        ``outputs``: :meth:`forward`'s per-stack dicts; ``targets``: the dict of
+        :func:`~detectors.cornernet.targets.build_batch_targets` for their map size. Returns
+        ``loss`` and its weighted parts ``loss_focal``, ``loss_pull``, ``loss_push``,
+        ``loss_regr``.
+        """
+        cfg = self.cfg
+        return cornernet_loss(
+            outputs,
+            targets,
+            pull_weight=cfg.pull_weight,
+            push_weight=cfg.push_weight,
+            regr_weight=cfg.regr_weight,
+        )
 
     def official_state_dict(self) -> OrderedDict[str, torch.Tensor]:
         """The state dict under the release's names (``module.`` prefix, release order)."""

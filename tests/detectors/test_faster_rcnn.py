@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detectors.anchor_based import PyramidNeck
 from detectors.backbones import build_hourglass
 from detectors.faster_rcnn import FasterRCNN, build_faster_rcnn
+from detectors.pyramid import PyramidNeck
 
 K = 3
 

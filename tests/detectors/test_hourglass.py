@@ -60,15 +60,15 @@ def test_feature_strides_and_channels(preset: str) -> None:
         backbone = build_hourglass(preset)
         out = backbone(torch.empty(2, 3, size, size))
     cfg = HOURGLASS_PRESETS[preset]
-    dims = cfg["dims"]
+    dims = cfg.dims
     assert list(out.features) == ["s4", "s8", "s16", "s32"]
     assert backbone.out_channels == {"s4": dims[0], "s8": dims[1], "s16": dims[2], "s32": dims[3]}
     side = (size + 1) // 4
     for level, (name, feat) in enumerate(out.features.items()):
         assert feat.shape == (2, backbone.out_channels[name], side >> level, side >> level), name
-    assert len(out.stacks) == cfg["nstack"]
+    assert len(out.stacks) == cfg.nstack
     for cnv in out.stacks:
-        assert cnv.shape == (2, cfg["cnv_dim"], side, side)
+        assert cnv.shape == (2, cfg.cnv_dim, side, side)
 
 
 def test_features_come_from_the_last_hourglass() -> None:

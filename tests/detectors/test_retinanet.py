@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from detectors.anchor_based import PyramidNeck, padded_size
 from detectors.backbones import build_hourglass
+from detectors.pyramid import PyramidNeck, padded_size
 from detectors.retinanet import RETINANET_PRESETS, RetinaNet, build_retinanet
 
 K = 3
@@ -149,7 +149,7 @@ def test_config_overrides_and_validation() -> None:
 
 def test_head_towers_keep_the_signal_at_tiny_width() -> None:
     """torchvision's std=0.01 towers shrink a 32-channel signal ~5,000x over four convs; the
-    Kaiming re-initialisation (detectors.anchor_based.kaiming_init_towers) keeps it."""
+    Kaiming re-initialisation (detectors.dense.kaiming_init_towers) keeps it."""
     torch.manual_seed(0)
     model = build_retinanet(9, head_group_norm=False)  # the paper's towers: init alone decides
     x = torch.randn(2, model.head.classification_head.conv[0][0].in_channels, 16, 16)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from detectors.ssd import SSD, ExtraLayer, SSDConfig, build_ssd, crop_map
+from detectors.pyramid import crop_map
+from detectors.ssd import SSD, ExtraLayer, SSDConfig, build_ssd
 
 K = 3
 SSD300_SIZES = [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]

@@ -8,7 +8,7 @@ import torch
 from torch.testing import assert_close
 from torchvision.models.detection.image_list import ImageList
 
-from detectors.anchor_based import count_anchors
+from detectors.dense import count_anchors
 from detectors.yolov3 import COCO_PRIORS, PriorBoxGenerator, YOLOv3, build_yolov3
 
 K = 3
