@@ -21,18 +21,30 @@ Public functions:
     heatmap_peaks_reference(heat_logits, k, kernel=3)       the torch specification / CPU path
     cornernet_decode (re-exported from kernels.decode, imported lazily)
 
-Triton path (one pass over the heatmap): program (t, b) takes BLOCK consecutive flat indices
-of image b, computes the k x k window maximum of the logits (sigmoid is monotone, so
-max(sigmoid) == sigmoid(max)), the peak test and the packed key
+Triton path, an exact two-stage top-k (keys are unique, so "the k largest" is one set):
     key = (float32 bits of p) << 32 | (2**32 - 1 - n)     (int64; p >= 0, so bits order like p)
-and keeps its top KP = max(2, next_pow2(k)) keys with an in-register bitonic top-k. A final
-torch.topk over the (B, tiles * KP) unique keys gives the answer; scores and indices are
-unpacked. The Triton path takes k <= MAX_TRITON_K (1024).
+    group (c, band, x) = positions (c, band*ROWS + i, x), i < ROWS: ROWS rows of one column
+1. pass 1, _heatmap_peaks_fwd_kernel(GATHER=False): one thread lane per group computes the
+   k x k window maximum of the logits (separable: the horizontal maxima of ROWS + 2r rows,
+   then a rolling vertical maximum; sigmoid is monotone, so max(sigmoid) == sigmoid(max)), the
+   peak test and the key of each position, and writes only the group's largest key: (B, G),
+   G = C * ceil(H / ROWS) * W. No sort, no shuffle, no barrier.
+2. torch.topk picks the min(k, G) groups with the largest maxima. Every position of the top k
+   lies in one of them: its group's maximum m is >= its key, so fewer than k keys exceed m.
+3. pass 2, the same kernel (GATHER=True), recomputes all ROWS keys of those groups:
+   (B, min(k, G) * ROWS); a final torch.topk over them gives the answer, then unpacked.
+The Triton path takes k <= MAX_TRITON_K (1024).
 
-Memory traffic per heatmap element: the kernel reads it once from DRAM (the k*k - 1 neighbour
-reads hit L1/L2) and writes 8 * KP / BLOCK bytes of candidates (1 B at k = 100, BLOCK = 1024);
-the final top-k reads those candidates once. The torch reference moves about 84 B per element
-(fp32: sigmoid 8, four shifted torch.maximum passes 48, compare and multiply 24, topk 4).
+Memory traffic per heatmap element: pass 1 reads it once from DRAM (neighbour columns and
+the 2r halo rows of each band, (ROWS + 2r) / ROWS of the map, hit L1/L2) and writes 8 / ROWS
+bytes of group maxima (0.5 B at ROWS = 16); the group top-k reads those once. Pass 2 and
+the final top-k touch k * ROWS positions per image, independent of the map size. The torch
+reference moves about 84 B per element (fp32: sigmoid 8, four shifted torch.maximum passes
+48, compare and multiply 24, topk 4).
+
+NaN logits are outside the contract: the reference keeps NaN scores (torch.topk ranks them
+first), the Triton path scores a NaN position 0, and its neighbours' peak tests follow the
+platform's max (NaN-propagating in the interpreter, NaN-ignoring on a GPU).
 """
 
 from __future__ import annotations
@@ -46,7 +58,8 @@ import triton.language as tl
 
 BACKENDS = ("auto", "triton", "torch")
 _LOW32 = 0xFFFFFFFF
-# Largest per-image top-k the Triton path keeps in registers (KP keys per tile).
+# Largest per-image top-k the Triton path takes: pass 2 and the final topk handle k * ROWS
+# keys per image, so this is an API limit (cornernet_decode follows it), not a register one.
 MAX_TRITON_K = 1024
 
 
@@ -130,134 +143,173 @@ def heatmap_peaks_reference(
 
 
 # ---------------------------------------------------------------- Triton
-# Combine functions of tl.max / tl.min, passed to tl.reduce directly: the interpreter runs
-# them vectorised, while each call of a nested @triton.jit function (tl.max is one) costs
-# milliseconds there.
-_MAX = tl.standard._elementwise_max
-_MIN = tl.standard._elementwise_min
-
-
 @triton.jit
-def _bitonic_merge(h, ND: tl.constexpr, STAGE: tl.constexpr, ALTERNATE: tl.constexpr):
-    # STAGE compare-and-swap rounds on the hypercube h of shape [2] * ND. Partners differ in
-    # one bit; a min and a max over that size-2 axis (tl.reduce with the built-in combines:
-    # vectorised in the interpreter, unlike tl.sort's xor_sum, and shuffles on a GPU) give
-    # both outcomes. Direction: alternating with bit STAGE (building bitonic runs) or
-    # descending. Shapes are written from constexpr parameters only: a local assigned from a
-    # constexpr expression is not constexpr in compiled Triton.
-    if ALTERNATE:
-        flip = tl.reshape(tl.arange(0, 2), [1] * (ND - STAGE - 1) + [2] + [1] * STAGE)
-    else:
-        flip = 1
-    for j in tl.static_range(STAGE):
-        lo = tl.reduce(h, ND - STAGE + j, _MIN, keep_dims=True)
-        hi = tl.reduce(h, ND - STAGE + j, _MAX, keep_dims=True)
-        right = tl.reshape(tl.arange(0, 2), [1] * (ND - STAGE + j) + [2] + [1] * (STAGE - 1 - j))
-        h = tl.where((right ^ flip) != 0, hi, lo)
-    return h
-
-
-@triton.jit
-def _bitonic_topk(x, LOG_N: tl.constexpr, LOG_K: tl.constexpr):
-    """The 2**LOG_K largest of the 2**LOG_N values of 1-D x, in descending order.
-
-    Bitonic network on the hypercube view [2] * LOG_N: stages 1..LOG_K sort runs of 2**LOG_K
-    (alternating direction); each later stage keeps the elementwise larger of two sorted runs
-    (a bitonic run) and re-sorts it, halving the data.
-    """
-    h = tl.reshape(x, [2] * LOG_N)
-    for i in tl.static_range(1, LOG_K + 1):
-        h = _bitonic_merge(h, LOG_N, i, i < LOG_N)
-    for i in tl.static_range(LOG_K + 1, LOG_N + 1):
-        h = tl.reduce(h, LOG_N - i, _MAX)
-        h = _bitonic_merge(h, LOG_N - i + LOG_K, LOG_K, i < LOG_N)
-    return tl.reshape(h, [2**LOG_K])
+def _peak_key(score, n):
+    # (float32 bits of score) << 32 | (2**32 - 1 - n): score >= 0, so the bits order like the
+    # scores, and the lower flat index n wins ties in a descending sort
+    bits = score.to(tl.int32, bitcast=True).to(tl.int64)
+    return (bits << 32) | (4294967295 - n.to(tl.int64))
 
 
 @triton.jit
 def _heatmap_peaks_fwd_kernel(
     x_ptr,
-    cand_ptr,
-    C,
+    gid_ptr,
+    out_ptr,
     H,
     W,
+    n_bands,
+    n_groups,
     stride_xb,
     stride_xc,
     stride_xh,
     stride_xw,
-    n_tiles,
     KERNEL: tl.constexpr,
-    LOG_BLOCK: tl.constexpr,
-    LOG_KP: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    GATHER: tl.constexpr,
 ):
-    pid_t = tl.program_id(0)
+    """Peak keys of BLOCK groups (one thread lane each) of image program_id(1).
+
+    A group is ROWS rows of one column of one class plane: group g = (c * n_bands + band) * W
+    + x holds (c, band * ROWS + r, x) for r < ROWS (rows >= H excluded). GATHER = False (pass
+    1): groups pid * BLOCK + lane, n_groups = groups per image; writes each group's largest
+    key to out (B, n_groups). GATHER = True (pass 2): the groups listed in gid (B, n_groups);
+    writes every key of each to out (B, n_groups, ROWS), -1 for rows past the map.
+    """
+    pid = tl.program_id(0)
     pid_b = tl.program_id(1)
-    BLOCK: tl.constexpr = 2**LOG_BLOCK
-    KP: tl.constexpr = 2**LOG_KP
     R: tl.constexpr = (KERNEL - 1) // 2
-    n = pid_t.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    hw = H * W
-    valid = n < C * hw
-    c = n // hw
-    y = (n - c * hw) // W
-    x = n - c * hw - y * W
-    base = x_ptr + pid_b.to(tl.int64) * stride_xb + c * stride_xc
-    # bf16 is read as raw bits by the interpreter: convert right after the load
-    logit = tl.load(base + y * stride_xh + x * stride_xw, mask=valid, other=0.0).to(tl.float32)
-    wmax = logit
-    for dy in tl.static_range(KERNEL):
+    lane = pid * BLOCK + tl.arange(0, BLOCK)
+    live = lane < n_groups
+    if GATHER:
+        g = tl.load(gid_ptr + pid_b.to(tl.int64) * n_groups + lane, mask=live, other=0)
+        g = g.to(tl.int32)
+    else:
+        g = tl.minimum(lane, n_groups - 1)  # idle lanes redo the last group: no load masks
+    # one division pair per lane, shared by its ROWS elements
+    x = g % W
+    t = g // W
+    c = t // n_bands
+    y0 = (t - c * n_bands) * ROWS
+    n0 = c * (H * W) + x  # flat index of (c, 0, x); C*H*W < 2**31 is checked by the caller
+    # int64 offsets: a strided view may span more than 2**31 elements of its storage
+    base = x_ptr + pid_b.to(tl.int64) * stride_xb + c.to(tl.int64) * stride_xc
+    base += x.to(tl.int64) * stride_xw  # row offsets below are int32: (H - 1) * stride_xh < 2**31
+    # Separable window: ring holds the horizontal maxima of the last 2R input rows, mid the
+    # centre logits of the last R (sigmoid is monotone: max(sigmoid) == sigmoid(max)).
+    # Rows outside the map are clamped to its edge, a row the window holds anyway, so only
+    # the neighbour columns need masks (loop-invariant), and their offsets are immediates.
+    ring = ()
+    mid = ()
+    best = tl.full([BLOCK], -1.0, tl.float32)
+    best_y = y0
+    scores = ()
+    for i in tl.static_range(ROWS + 2 * R):
+        yy = y0 + (i - R)
+        # above the band only the map's top edge can cut a row, below it only the bottom
+        yy = tl.maximum(yy, 0) if i < R else tl.minimum(yy, H - 1)
+        row = base + yy * stride_xh
+        h = None
         for dx in tl.static_range(KERNEL):
-            yy = y + (dy - R)
-            xx = x + (dx - R)
-            m = valid & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-            v = tl.load(base + yy * stride_xh + xx * stride_xw, mask=m, other=float("-inf"))
-            wmax = tl.maximum(wmax, v.to(tl.float32))
-    score = tl.sigmoid(logit)
-    # compare in sigmoid space like the original: saturated neighbours tie there
-    score = tl.where(score == tl.sigmoid(wmax), score, 0.0)
-    bits = score.to(tl.int32, bitcast=True).to(tl.int64)
-    # low word 2**32 - 1 - n: the lower flat index wins ties in a descending sort
-    low = tl.full((BLOCK,), 4294967295, tl.int64) - n
-    key = tl.where(valid, (bits << 32) | low, -1)
-    top = _bitonic_topk(key, LOG_BLOCK, LOG_KP)
-    out = cand_ptr + (pid_b.to(tl.int64) * n_tiles + pid_t) * KP + tl.arange(0, KP)
-    tl.store(out, top)
+            if dx == R:
+                v = tl.load(row)
+            else:
+                ok = (x + (dx - R) >= 0) & (x + (dx - R) < W)
+                v = tl.load(row + (dx - R) * stride_xw, mask=ok, other=float("-inf"))
+            # bf16 is read as raw bits by the interpreter: convert right after the load
+            v = v.to(tl.float32)
+            h = v if dx == 0 else tl.maximum(h, v)
+            if dx == R and i >= R:  # the centre of output row i - R
+                mid = mid + (v,)
+        ring = ring + (h,)
+        if i >= 2 * R:  # output row r = i - 2R: its window's last row has been read
+            wmax = ring[0]
+            for j in tl.static_range(1, 2 * R + 1):
+                wmax = tl.maximum(wmax, ring[j])
+            logit = mid[0]
+            ring = ring[1:]
+            mid = mid[1:]
+            y = y0 + (i - 2 * R)
+            valid = y < H
+            score = tl.sigmoid(logit)
+            # compare in sigmoid space like the original: saturated neighbours tie there
+            score = tl.where(score == tl.sigmoid(wmax), score, 0.0)
+            if GATHER:
+                scores = scores + (tl.where(valid, score, -1.0),)
+            else:
+                # strict >: of equal scores the upper row (lower flat index) stays, so the
+                # group's best is its largest key; best starts below every score (>= 0)
+                better = valid & (score > best)
+                best = tl.where(better, score, best)
+                best_y = tl.where(better, y, best_y)
+    if GATHER:
+        # stores after every load: a store between loads would keep later loads behind it
+        out = out_ptr + (pid_b.to(tl.int64) * n_groups + lane) * ROWS
+        for r in tl.static_range(ROWS):
+            key = _peak_key(scores[r], n0 + (y0 + r) * W)
+            tl.store(out + r, tl.where(scores[r] >= 0.0, key, -1), mask=live)
+    else:
+        key = _peak_key(best, n0 + best_y * W)
+        tl.store(out_ptr + pid_b.to(tl.int64) * n_groups + lane, key, mask=live)
+
+
+def _heatmap_peaks_pass(
+    heat: torch.Tensor, gid: torch.Tensor | None, n_groups: int, kernel: int, rows: int, block: int
+) -> torch.Tensor:
+    """Run _heatmap_peaks_fwd_kernel: pass 1 (gid None) -> (B, n_groups) group maxima; pass 2
+    -> (B, n_groups * rows) keys of the groups in gid (B, n_groups). heat: (B, C, H, W).
+
+    Heuristic: BLOCK groups per program, one per thread up to 4 warps. A map whose row offsets
+    reach 2**31 elements (a strided view) is copied, since the kernel's row offsets are int32.
+    """
+    b, _, h, w = heat.shape
+    if (h - 1) * abs(heat.stride(2)) >= 2**31:
+        heat = heat.contiguous()
+    size = n_groups if gid is None else n_groups * rows
+    out = torch.empty(b, size, dtype=torch.int64, device=heat.device)
+    _heatmap_peaks_fwd_kernel[(triton.cdiv(n_groups, block), b)](
+        heat,
+        out if gid is None else gid,
+        out,
+        h,
+        w,
+        triton.cdiv(h, rows),
+        n_groups,
+        *heat.stride(),
+        KERNEL=kernel,
+        ROWS=rows,
+        BLOCK=block,
+        GATHER=gid is not None,
+        num_warps=max(1, min(4, block // 32)),
+    )
+    return out
 
 
 def _heatmap_peaks_fwd(
-    heat: torch.Tensor, k: int, kernel: int, block: int | None = None
+    heat: torch.Tensor, k: int, kernel: int, block: int | None = None, rows: int | None = None
 ) -> tuple[torch.Tensor, ...]:
-    """Launch one program per BLOCK flat positions of each image, then a small torch.topk.
+    """heat (B, C, H, W) -> scores, classes, ys, xs (B, k): group maxima (pass 1), torch.topk
+    of the groups, their keys (pass 2), torch.topk of the keys (see the module docstring).
 
-    Heuristic: KP = max(2, next_pow2(k)) candidates per tile; BLOCK = max(4 * KP, 1024) (so
-    the final top-k sees at most 1/4, usually 1/8, of the map), never above next_pow2(C*H*W)
-    or below KP. The interpreter pays per operation rather than per element, so there BLOCK
-    goes up to 32768 (10x faster at 2x20x64x64). `block` overrides (tests force many tiles).
+    Heuristic: ROWS = min(16, H) rows per group: the 2r halo rows cost (ROWS + 2r) / ROWS of
+    the loads, pass 1 writes 8 / ROWS bytes per element and pass 2 handles k * ROWS positions;
+    at 80 x 128 x 128, 640 programs of BLOCK = 128 groups (4 warps, one group per thread).
+    The interpreter pays per operation rather than per element, so there BLOCK goes up to
+    8192. `block` and `rows` override (tests force many programs and bands).
     """
     b, c, h, w = heat.shape
-    total = c * h * w
-    kp = max(2, triton.next_power_of_2(k))  # >= 2: a 0-d hypercube has no axis to reshape
+    rows = min(rows or 16, h)
+    groups = c * triton.cdiv(h, rows) * w
     if block is None:
-        cap = 32768 if os.environ.get("TRITON_INTERPRET") == "1" else max(4 * kp, 1024)
-        block = min(cap, triton.next_power_of_2(total))
-    block = max(kp, block)
-    n_tiles = triton.cdiv(total, block)
-    cand = torch.empty(b, n_tiles * kp, dtype=torch.int64, device=heat.device)
-    _heatmap_peaks_fwd_kernel[(n_tiles, b)](
-        heat,
-        cand,
-        c,
-        h,
-        w,
-        *heat.stride(),
-        n_tiles,
-        KERNEL=kernel,
-        LOG_BLOCK=block.bit_length() - 1,
-        LOG_KP=kp.bit_length() - 1,
-        num_warps=4 if block <= 2048 else 8,
-    )
+        cap = 8192 if os.environ.get("TRITON_INTERPRET") == "1" else 128
+        block = min(cap, triton.next_power_of_2(groups))
+    best = _heatmap_peaks_pass(heat, None, groups, kernel, rows, block)
+    kg = min(k, groups)
+    gid = best.topk(kg, dim=1, sorted=False).indices  # (B, kg): the order does not matter
+    keys = _heatmap_peaks_pass(heat, gid, kg, kernel, rows, min(block, triton.next_power_of_2(kg)))
     # keys are unique, so the order is fully determined
-    scores, n = _unpack_keys(cand.topk(k, dim=1).values)
+    scores, n = _unpack_keys(keys.topk(k, dim=1).values)
     return scores, *_split_index(n, h, w)
 
 

@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels.heatmap import (
+    MAX_TRITON_K,
     _heatmap_peaks_fwd,
+    _heatmap_peaks_pass,
     _window_max,
     heatmap_peaks,
     heatmap_peaks_reference,
@@ -50,11 +52,103 @@ def test_triton_matches_reference(shape: tuple, k: int, kernel: int) -> None:
     _assert_same(heatmap_peaks(heat, k, kernel, backend="triton"), ref)
 
 
-@pytest.mark.parametrize("k,block", [(2, 4), (5, 8), (16, 16), (16, 64)], ids=str)
-def test_triton_many_tiles(k: int, block: int) -> None:
-    # tiles smaller than a plane (down to KP): the two-stage top-k must still be exact
+@pytest.mark.parametrize(
+    "k,block,rows",
+    [(2, 4, None), (5, 8, 2), (16, 16, 3), (16, 64, 1), (70, 4, 4), (33, 2, 5)],
+    ids=str,
+)
+def test_triton_many_programs_and_bands(k: int, block: int, rows: int | None) -> None:
+    # groups of 1 to 5 rows (a partial last band when 5 % rows != 0), programs of 2 to 64
+    # groups: the two-stage top-k must still be exact, up to k = C*H*W
     heat = torch.randn(2, 2, 5, 7)
-    _assert_same(_heatmap_peaks_fwd(heat, k, 3, block=block), heatmap_peaks_reference(heat, k))
+    got = _heatmap_peaks_fwd(heat, k, 3, block=block, rows=rows)
+    _assert_same(got, heatmap_peaks_reference(heat, k))
+
+
+def _reference_keys(heat: torch.Tensor, kernel: int, rows: int) -> torch.Tensor:
+    """Keys (score bits << 32 | 2**32 - 1 - n) of the original's peak map, grouped as the
+    kernel groups them: (B, C * bands * W, rows), -1 for rows past the map."""
+    b, c, h, w = heat.shape
+    n = torch.arange(c * h * w).view(1, c, h, w)
+    keys = (_original_style(heat, kernel).view(torch.int32).long() << 32) | (0xFFFFFFFF - n)
+    bands = -(-h // rows)
+    keys = F.pad(keys, (0, 0, 0, bands * rows - h), value=-1)
+    # (B, C, bands * rows, W) -> (B, C, bands, W, rows) -> (B, C * bands * W, rows)
+    return keys.view(b, c, bands, rows, w).transpose(3, 4).reshape(b, -1, rows)
+
+
+def _assert_same_keys(got: torch.Tensor, ref: torch.Tensor) -> None:
+    # flat indices exactly; scores up to the last bit of Triton's sigmoid against torch's
+    assert torch.equal(got < 0, ref < 0)  # -1: a row past the map
+    got, ref = got[ref >= 0], ref[ref >= 0]
+    torch.testing.assert_close(got & 0xFFFFFFFF, ref & 0xFFFFFFFF, atol=0, rtol=0)
+    scores = [(t >> 32).int().view(torch.float32) for t in (got, ref)]
+    torch.testing.assert_close(*scores, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape,rows,kernel",
+    [((2, 3, 9, 11), 4, 3), ((1, 2, 16, 5), 16, 5), ((1, 2, 7, 6), 1, 3), ((2, 1, 5, 4), 3, 1)],
+    ids=str,
+)
+def test_pass1_writes_each_groups_largest_key(shape: tuple, rows: int, kernel: int) -> None:
+    heat = torch.randint(-3, 4, shape).float() / 2  # plateaus: ties inside groups
+    ref = _reference_keys(heat, kernel, rows).amax(2)
+    _assert_same_keys(_heatmap_peaks_pass(heat, None, ref.shape[1], kernel, rows, block=8), ref)
+
+
+def test_pass2_writes_every_key_of_the_listed_groups() -> None:
+    heat = torch.randint(-3, 4, (2, 3, 10, 7)).float() / 2
+    ref = _reference_keys(heat, 3, 4)  # 3 bands, the last one half past the map
+    gid = torch.stack([torch.randperm(ref.shape[1])[:9] for _ in range(2)])
+    got = _heatmap_peaks_pass(heat, gid, 9, 3, 4, block=4).view(2, 9, 4)
+    _assert_same_keys(got, ref.gather(1, gid[..., None].expand(-1, -1, 4)))
+
+
+@pytest.mark.parametrize("k", [1, 100, 399], ids=str)
+@pytest.mark.parametrize("rows", [None, 4], ids=str)
+def test_all_equal_map(k: int, rows: int | None) -> None:
+    # every position is a plateau peak with the same score: the k lowest flat indices win,
+    # taken from groups of every band and program
+    heat = torch.full((2, 3, 19, 7), 1.5)
+    scores, cls, ys, xs = got = _heatmap_peaks_fwd(heat, k, 3, block=16, rows=rows)
+    _assert_same(got, heatmap_peaks_reference(heat, k))
+    assert bool((scores == scores[0, 0]).all())
+    assert torch.equal(cls * 133 + ys * 7 + xs, torch.arange(k).expand(2, k))
+
+
+def test_top_keys_concentrated_in_few_groups() -> None:
+    # a plateau column of 13 equal peaks fills 4 groups of 4 rows: 13 of the top 20 sit in
+    # them, so the k best groups must be expanded, not just their maxima kept
+    heat = torch.rand(1, 2, 13, 9) * 2
+    heat[0, 1, :, 3] = 5.0
+    for rows in (4, None):
+        got = _heatmap_peaks_fwd(heat, 20, 3, block=4, rows=rows)
+        _assert_same(got, heatmap_peaks_reference(heat, 20))
+        scores, cls, ys, xs = got
+        assert (cls[0, :13] * 117 + ys[0, :13] * 9 + xs[0, :13]).tolist() == [
+            117 + 9 * y + 3 for y in range(13)
+        ]
+
+
+def test_top_keys_in_k_distinct_groups() -> None:
+    # no NMS, 30 groups (columns of 2 rows), the top 20 in the first row of 20 of them: all k
+    # best groups are needed, not fewer
+    heat = torch.full((1, 1, 2, 30), -10.0)
+    heat[0, 0, 0] = 3 - torch.arange(30) / 10
+    scores, cls, ys, xs = got = _heatmap_peaks_fwd(heat, 20, 1, block=4)
+    _assert_same(got, heatmap_peaks_reference(heat, 20, 1))
+    assert ys.tolist() == [[0] * 20] and xs.tolist() == [list(range(20))]
+
+
+@pytest.mark.parametrize("k", [1, MAX_TRITON_K], ids=str)
+@pytest.mark.parametrize("rows", [None, 3], ids=str)
+def test_k_one_and_max_triton_k(k: int, rows: int | None) -> None:
+    heat = torch.randn(2, 4, 16, 17)  # 1088 positions per image, batch 2
+    got = _heatmap_peaks_fwd(heat, k, 3, rows=rows)
+    _assert_same(got, heatmap_peaks_reference(heat, k))
+    if rows is None:
+        _assert_same(heatmap_peaks(heat, k, backend="triton"), got)
 
 
 @pytest.mark.parametrize("k", [1, 6, 40, 189], ids=str)
@@ -138,14 +232,15 @@ def test_empty_outputs_and_half_dtypes() -> None:
     shape=st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)),
     kernel=st.sampled_from([1, 3, 5]),
     seed=st.integers(0, 2**31 - 1),
-    small_tiles=st.booleans(),
+    small_blocks=st.booleans(),
+    rows=st.sampled_from([None, 1, 2, 4]),
     data=st.data(),
 )
-def test_hypothesis_triton_equals_reference(shape, kernel, seed, small_tiles, data) -> None:
+def test_hypothesis_triton_equals_reference(shape, kernel, seed, small_blocks, rows, data) -> None:
     k = data.draw(st.integers(1, shape[1] * shape[2] * shape[3]))
     gen = torch.Generator().manual_seed(seed)
     heat = torch.randint(-3, 4, shape, generator=gen).float() / 2  # many ties on purpose
-    got = _heatmap_peaks_fwd(heat, k, kernel, block=16 if small_tiles else None)
+    got = _heatmap_peaks_fwd(heat, k, kernel, block=4 if small_blocks else None, rows=rows)
     _assert_same(got, heatmap_peaks_reference(heat, k, kernel))
 
 
