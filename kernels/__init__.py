@@ -8,9 +8,10 @@ from kernels.corner_pool import (
 )
 from kernels.corner_pool_baselines import corner_pool_cummax, corner_pool_loop
 from kernels.heatmap import cornernet_decode, heatmap_peaks
-from kernels.soft_nms import soft_nms
+from kernels.soft_nms import batched_soft_nms, soft_nms
 
 __all__ = [
+    "batched_soft_nms",
     "cornernet_decode",
     "corner_pool",
     "corner_pool_cummax",

@@ -22,6 +22,7 @@ rescored float32 scores):
              score_threshold=0.001, offset=1.0, backend="auto")
     soft_nms_per_class(boxes, scores, labels, *, ...)  each label separately (as CornerNet
              does); classes in ascending label order, each in emission order
+    batched_soft_nms(boxes, scores, labels, *, ...)    the same results, every class at once
     soft_nms_reference(boxes, scores, *, ...)           the torch specification / CPU path
 
 Triton: one program per class holds its boxes in registers (up to MAX_TRITON_BOXES) and runs
@@ -31,10 +32,23 @@ fma contraction, so each float32 operation rounds as in the original. The torch 
 a Python loop over picks with vectorised updates (about 25 small ops per pick); on CPU it
 runs on numpy views of the same memory, 5-10x less overhead per op.
 
+Batched CPU path (batched_soft_nms, numpy): boxes of different classes never interact, so
+all classes advance together, one pick per class per step (about 10 small ops per step on a
+(classes, largest class + 1) array; steps = the most boxes one class emits). The pair
+weights of every class are computed once, with the loop's formulas (the iou is symmetric),
+into a factor matrix whose row for box p holds what picking p multiplies its class's row by.
+Emission order and scores are exactly the loop's, because the argmax is the original's
+whenever the maximum is unique; a class whose pick ties goes through the loop instead (the
+original's array positions decide ties). CornerNet at 128 px (about 300 boxes, 9 classes):
+0.5 ms against 7 ms for the per-class loop.
+
 Memory traffic: each box is read once (20 B) and each kept box written once (12 B); per pick
 the Triton program touches only registers, plus 8 B per box of L1/L2 scratch when boxes are
 dropped in front of the array's end. The torch path reads and writes the remaining boxes'
-rows (28 B) for every pick: O(N^2) bytes.
+rows (28 B) for every pick: O(N^2) bytes. The batched path computes each pair of a class
+once (about 60 B of temporaries) and writes its factor (4 B) twice; each step reads one
+factor row per class: O(sum of class sizes^2) bytes, in groups of classes of at most
+MAX_DENSE factors.
 """
 
 from __future__ import annotations
@@ -124,6 +138,136 @@ def _soft_nms_loop(rows, idx, code, sigma, nt, thr, offset, xp) -> int:
             n -= n_drop
         i += 1
     return n
+
+
+# ---------------------------------------------------------------- batched CPU path
+MAX_DENSE = 1 << 21  # float32 elements of one factor matrix (8 MiB): classes up to 1447 boxes
+_NEG, _NAN, _ONE = np.float32(-np.inf), np.float32(np.nan), np.float32(1.0)
+
+
+def _batched_numpy(b, s, labels, params) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`batched_soft_nms` on numpy arrays: b (N, 4) and s (N,) float32, labels (N,).
+
+    Classes go through :func:`_batched_dense` in groups whose factor matrix fits MAX_DENSE,
+    and through the per-class loop where its conditions fail. Returns kept indices (M,) int64
+    and scores (M,) float32, classes in ascending label order, each in emission order.
+    """
+    order = np.argsort(labels, kind="stable")  # stable: each class keeps the input order
+    lab = labels[order]
+    first = np.ones(lab.shape[0], bool)
+    np.not_equal(lab[1:], lab[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    sizes = np.diff(starts, append=lab.shape[0])
+    ends = starts + sizes
+    b, s = b[order], s[order]
+    fast = bool(np.isfinite(b).all() and np.isfinite(s).all() and (s >= 0).all())
+    fast = fast and np.isfinite(params[3]) and np.isfinite(params[4])
+    pieces, c = [], 0  # (class of each kept box, its index in the sorted arrays, its score)
+    while c < starts.shape[0]:
+        e, width = c, 0  # classes [c, e) share one factor matrix of (boxes + classes, width)
+        while fast and e < starts.shape[0]:
+            w = max(width, int(sizes[e]) + 1)
+            if (ends[e] - starts[c] + e + 1 - c) * w > MAX_DENSE:
+                break
+            e, width = e + 1, w
+        loop = np.ones(1, bool)  # which classes of [c, e) go through the per-class loop
+        if e > c:
+            lo = starts[c]
+            with np.errstate(invalid="ignore"):  # -inf * 0 and NaN factors: see _batched_dense
+                got = _batched_dense(b[lo : ends[e - 1]], s[lo : ends[e - 1]], starts[c:e] - lo,
+                                     sizes[c:e], *params)  # fmt: skip
+            if got is None:  # a linear weight outside [0, 1]: the loop from here on
+                fast, e = False, c
+            else:
+                pieces.append((got[0] + c, got[1] + lo, got[2]))
+                loop = got[3]
+        e = max(e, c + 1)
+        for k in np.flatnonzero(loop) + c:
+            seg = slice(starts[k], ends[k])
+            kw = dict(zip(_PARAMS, params))
+            idx, val = soft_nms_reference(torch.from_numpy(b[seg]), torch.from_numpy(s[seg]), **kw)
+            pieces.append((np.full(idx.shape[0], k), idx.numpy() + starts[k], val.numpy()))
+        c = e
+    cls, idx, val = (np.concatenate(p) for p in zip(*pieces))
+    by_class = np.argsort(cls, kind="stable")  # each class's pieces are in emission order
+    return order[idx[by_class]], val[by_class]
+
+
+def _batched_dense(b, s, starts, sizes, method, sigma, nt, thr, offset):
+    """Every class of the label-sorted b (n, 4), s (n,) at once: one pick per class per step.
+
+    State cur (R, W), W = largest class + 1: slot l of row r is box starts[r] + l with its
+    current score, -inf once emitted or dropped (and in the padding), and -1 in slot sizes[r]
+    (a row whose argmax is that sentinel has finished). fac (n + R, W): row starts[r] + r + l
+    holds what a pick of box l multiplies row r by: the pair's weight where the boxes overlap,
+    1 where they do not, NaN (then -inf) for the pick itself and for an overlapped box that
+    started below the threshold; row starts[r] + r + sizes[r] is all ones (the sentinel's).
+    A box survives a step iff its new score >= min(its first score, threshold): the original
+    drops a box only when a pick overlaps it, and then iff its new score < threshold; this
+    needs weights in [0, 1] and scores >= 0, as the caller checks.
+    Returns (class, index, score) of the kept boxes, class-major and in emission order, and
+    a mask of the classes where two boxes tied for a pick (left out: the original's array
+    positions decide ties); None if a linear weight falls outside [0, 1].
+    """
+    n, R, W = b.shape[0], starts.shape[0], int(sizes.max()) + 1
+    cls = np.repeat(np.arange(R), sizes)
+    loc = np.arange(n) - starts[cls]
+    o = np.float32(offset)
+    geo = np.empty((5, n), np.float32)  # coordinate-major: long inner loops in numpy
+    geo[:4] = b.T
+    geo[4] = (geo[2] - geo[0] + o) * (geo[3] - geo[1] + o)  # areas, as _rows
+    # the pairs i < j of each class, with _soft_nms_loop's formulas (the iou is symmetric)
+    after = sizes[cls] - loc - 1
+    k = np.arange(int(after.sum())) - np.repeat(np.cumsum(after) - after, after)
+    i = np.repeat(np.arange(n), after)
+    j = i + 1 + k
+    gi, gj = geo.take(i, axis=1), geo.take(j, axis=1)
+    d = np.minimum(gi[2:4], gj[2:4]) - np.maximum(gi[:2], gj[:2]) + o  # iw, ih
+    overlap = (d[0] > 0) & (d[1] > 0)
+    inter = d[0] * d[1]
+    iou = inter / (gi[4] + gj[4] - inter)
+    if method == "gaussian":  # as _soft_nms_loop: exp of a double, stored as a float
+        w = np.exp((-(iou * iou) / np.float32(sigma)).astype(np.float64)).astype(np.float32)
+    else:
+        w = np.where(iou > nt, np.float32(0.0) if method == "hard" else 1.0 - iou, _ONE)
+        if method == "linear" and not (((w >= 0) & (w <= 1)) | ~overlap).all():
+            return None
+    w_ij = w_ji = np.where(overlap, w, _ONE)  # factor of box j when i is picked, and back
+    low = s < np.float32(thr)
+    if low.any():
+        w_ij, w_ji = np.where(overlap & low[j], _NAN, w_ij), np.where(overlap & low[i], _NAN, w_ij)
+    fac = np.ones((n + R, W), np.float32)
+    flat, row = fac.reshape(-1), (np.arange(n) + cls) * W
+    flat[np.repeat(row + loc + 1, after) + k] = w_ij
+    flat[(j + cls[j]) * W + loc[i]] = w_ji
+    flat[row + loc] = _NAN
+    cur, floor = np.full((R, W), _NEG, np.float32), np.full((R, W), _NEG, np.float32)
+    cur.reshape(-1)[cls * W + loc] = s
+    floor.reshape(-1)[cls * W + loc] = np.minimum(s, np.float32(thr))
+    cur[np.arange(R), sizes] = -1.0
+    picks, vals = np.empty((W, R), np.int64), np.empty((W, R), np.float32)
+    tied, gone, rows = np.zeros(R, bool), np.empty((R, W), bool), np.empty((R, W), np.float32)
+    row0, slot0, flat_cur, t = starts + np.arange(R), np.arange(R) * W, cur.reshape(-1), 0
+    while t < W:  # the largest class finishes within W - 1 steps
+        p = cur.argmax(1)  # the first maximum; ties are caught just below
+        v = flat_cur[slot0 + p]
+        if not t & 3 and v.max() < 0:  # every row has finished (checked every 4th step)
+            break
+        np.equal(cur, v[:, None], out=gone)
+        if np.count_nonzero(gone) != R:  # a tie: that class goes to the per-class loop
+            tie = gone.sum(1) != 1  # (!= rather than >: never loops forever)
+            tied |= tie
+            cur[tie] = _NEG
+            cur[tie, sizes[tie]] = -1.0
+            continue
+        picks[t], vals[t] = p, v
+        np.multiply(cur, fac.take(row0 + p, axis=0, out=rows), out=cur)
+        np.greater_equal(cur, floor, out=gone)
+        np.logical_not(gone, out=gone)  # NaN compares False: dropped too
+        np.putmask(cur, gone, _NEG)
+        t += 1
+    keep = (vals[:t].T >= 0) & ~tied[:, None]  # (R, t): no sentinel picks, no tied classes
+    return keep.nonzero()[0], (starts[:, None] + picks[:t].T)[keep], vals[:t].T[keep], tied
 
 
 # ---------------------------------------------------------------- Triton
@@ -295,6 +439,20 @@ def _use_triton(x: torch.Tensor, backend: str, max_size: int) -> bool:
     return True
 
 
+def _check_labelled(boxes, scores, labels, method, sigma, backend) -> None:
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"labels: expected a torch.Tensor, got {type(labels).__name__}")
+    _check(boxes, scores, labels, method, sigma, backend)
+
+
+def _segments(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Box indices grouped by class (ascending labels, input order within a class), the
+    class sizes, and the largest (one host sync)."""
+    _, order = torch.sort(labels, stable=True)  # stable: each class keeps the input order
+    sizes = torch.unique_consecutive(labels[order], return_counts=True)[1]
+    return order, sizes, int(sizes.max())
+
+
 def soft_nms(
     boxes: torch.Tensor,
     scores: torch.Tensor,
@@ -342,17 +500,15 @@ def soft_nms_per_class(
     labels: (N,) integers. Each class sees its boxes in their input order (which decides ties,
     as the original's boolean selection does). Returns kept indices into the inputs (M,) int64
     and rescored scores (M,) float32: classes in ascending label order, each in emission order.
-    On the Triton backend one launch handles all classes (one program per class).
+    On the Triton backend one launch handles all classes (one program per class); on the torch
+    backend a Python loop over classes runs :func:`soft_nms_reference`: the specification of
+    :func:`batched_soft_nms`, which gives the same results much faster on the CPU.
     """
-    if not isinstance(labels, torch.Tensor):
-        raise ValueError(f"labels: expected a torch.Tensor, got {type(labels).__name__}")
-    _check(boxes, scores, labels, method, sigma, backend)
+    _check_labelled(boxes, scores, labels, method, sigma, backend)
     params = (method, sigma, iou_threshold, score_threshold, offset)
     if boxes.shape[0] == 0:
         return soft_nms_reference(boxes, scores, **dict(zip(_PARAMS, params)))
-    _, order = torch.sort(labels, stable=True)  # stable: each class keeps the input order
-    sizes = torch.unique_consecutive(labels[order], return_counts=True)[1]
-    max_size = int(sizes.max())
+    order, sizes, max_size = _segments(labels)
     if _use_triton(boxes, backend, max_size):
         return _soft_nms_fwd(boxes, scores, order, sizes, max_size, params)
     keeps, kept = [], []
@@ -361,3 +517,42 @@ def soft_nms_per_class(
         keeps.append(members[k])
         kept.append(s)
     return torch.cat(keeps), torch.cat(kept)
+
+
+def batched_soft_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    method: str = "gaussian",
+    sigma: float = 0.5,
+    iou_threshold: float = 0.5,
+    score_threshold: float = 0.001,
+    offset: float = 1.0,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft-NMS of every class in one call: exactly :func:`soft_nms_per_class`'s results.
+
+    boxes (N, 4) xyxy, scores (N,) floats, labels (N,) integers (any values, in any order).
+    Returns kept indices (M,) int64 and rescored scores (M,) float32, classes in ascending
+    label order, each class in emission order; the parameters are :func:`soft_nms`'s.
+    Triton (CUDA tensors under "auto"): one program per class, as :func:`soft_nms_per_class`.
+    torch: numpy on the CPU (CUDA inputs are copied there and the results back), every class
+    at once, one pick per class per step (see the module docstring), falling back to the
+    per-class loop for a class whose picks tie (the original's array positions decide those)
+    and for inputs outside the fast path's conditions (a score < 0 or not finite, a box not
+    finite, a linear weight outside [0, 1], a class of more than about 1447 boxes).
+    """
+    _check_labelled(boxes, scores, labels, method, sigma, backend)
+    params = (method, sigma, iou_threshold, score_threshold, offset)
+    if boxes.shape[0] == 0:
+        return soft_nms_reference(boxes, scores, **dict(zip(_PARAMS, params)))
+    if backend != "torch" and (boxes.is_cuda or backend == "triton"):
+        order, sizes, max_size = _segments(labels)
+        if _use_triton(boxes, backend, max_size):
+            return _soft_nms_fwd(boxes, scores, order, sizes, max_size, params)
+    b = boxes.detach().to("cpu", torch.float32).numpy()
+    s = scores.detach().to("cpu", torch.float32).numpy()
+    keep, kept = _batched_numpy(b, s, labels.detach().cpu().numpy(), params)
+    dev = boxes.device
+    return torch.from_numpy(keep).to(dev), torch.from_numpy(kept).to(dev)

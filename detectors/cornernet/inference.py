@@ -23,8 +23,10 @@ Per image (3, H, W) and per scale ``s`` in ``cfg.scales``:
 
 Then, over all scales and flips together: drop rejected pairs (score -1), per-class soft-NMS
 (Gaussian, sigma 0.5, Nt 0.5, score threshold 0.001, +1 px areas: the release's
-``soft_nms``) and keep the ``max_per_image`` = 100 best (the release keeps every score >= the
-100th, which can keep more than 100 on ties; here exactly 100, highest first, ties in order).
+``soft_nms`` run class by class; here all classes in one call of
+:func:`kernels.soft_nms.batched_soft_nms`, with the same results) and keep the
+``max_per_image`` = 100 best (the release keeps every score >= the 100th, which can keep
+more than 100 on ties; here exactly 100, highest first, ties in order).
 
 Not reproduced: the release's multi-scale configuration also merges boxes
 (``soft_nms_merge``, weight_exp 10); here multi-scale uses plain soft-NMS.
@@ -45,7 +47,7 @@ from torch import nn
 
 from detectors.base import Detections
 from kernels.decode import cornernet_decode
-from kernels.soft_nms import METHODS, soft_nms_per_class
+from kernels.soft_nms import METHODS, batched_soft_nms
 
 __all__ = [
     "COCO_MEAN_RGB",
@@ -192,11 +194,12 @@ def rescale_detections(
 
 def select_detections(rows: torch.Tensor, cfg: CornerNetTestConfig) -> Detections:
     """(N, 8) rows in image pixels -> :class:`Detections`: drop rejected pairs (score -1),
-    per-class soft-NMS (``cfg.nms``), keep the ``cfg.max_per_image`` highest scores."""
+    per-class soft-NMS (``cfg.nms``; all classes in one :func:`batched_soft_nms` call), keep
+    the ``cfg.max_per_image`` highest scores."""
     rows = rows[rows[:, 4] > -1]
     boxes, scores, labels = rows[:, :4], rows[:, 4], rows[:, 7].long()
     if cfg.nms != "none" and rows.shape[0]:
-        keep, scores = soft_nms_per_class(
+        keep, scores = batched_soft_nms(
             boxes,
             scores,
             labels,

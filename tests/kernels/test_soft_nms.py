@@ -1,8 +1,10 @@
 """soft_nms against the original's recorded output (tests/fixtures/soft_nms.pt), against a
-scalar transcription of the original loop (ties, swaps), and Triton against the torch path."""
+scalar transcription of the original loop (ties, swaps), Triton against the torch path, and
+batched_soft_nms against soft_nms_per_class (its specification)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import numpy as np
@@ -11,16 +13,20 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import kernels
 from kernels.soft_nms import (
     METHODS,
     _rows,
     _soft_nms_loop,
+    batched_soft_nms,
     soft_nms,
     soft_nms_per_class,
     soft_nms_reference,
 )
 
 METHOD_NAMES = {0: "hard", 1: "linear", 2: "gaussian"}
+# the module (kernels.soft_nms as an attribute is the function kernels/__init__ exports)
+soft_nms_module = importlib.import_module("kernels.soft_nms")
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +92,19 @@ def _random_boxes(n: int, gen: torch.Generator, grid: int = 0) -> tuple[torch.Te
     return torch.cat([xy, xy + wh], dim=1), scores
 
 
-BACKENDS = {"reference": soft_nms_reference, "torch_loop": _torch_loop}
+def _batched_one_class(boxes, scores, method="gaussian", **kw):
+    labels = torch.full((boxes.shape[0],), 3)
+    return batched_soft_nms(boxes, scores, labels, method=method, backend="torch", **kw)
 
 
-@pytest.mark.parametrize("backend", ["reference", "torch_loop", "triton"])
+BACKENDS = {
+    "reference": soft_nms_reference,
+    "torch_loop": _torch_loop,
+    "batched": _batched_one_class,
+}
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch_loop", "batched", "triton"])
 def test_matches_original(cases: list, backend: str) -> None:
     for case in cases:
         boxes, scores = case["boxes"][:, :4], case["boxes"][:, 4]
@@ -118,6 +133,7 @@ def test_ties_and_swaps_match_scalar_loop(method: str) -> None:
     for keep, kept in (
         soft_nms_reference(boxes, scores, **kw),
         _torch_loop(boxes, scores, **kw),
+        _batched_one_class(boxes, scores, **kw),
         soft_nms(boxes, scores, **kw, backend="triton"),
     ):
         assert keep.tolist() == keep_ref
@@ -211,6 +227,191 @@ def test_bad_input_raises(args, kwargs, match) -> None:
 def test_per_class_bad_labels(labels, match) -> None:
     with pytest.raises(ValueError, match=match):
         soft_nms_per_class(torch.zeros(3, 4), torch.zeros(3), labels)
+
+
+# ---------------------------------------------------------------- batched_soft_nms
+def _labelled(n: int, classes: int, seed: int, grid: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    boxes, scores = _random_boxes(n, gen, grid)
+    return boxes, scores, torch.randint(0, classes, (n,), generator=gen)
+
+
+def _assert_same(got, expected) -> None:
+    assert got[0].dtype == torch.int64 and got[1].dtype == torch.float32
+    assert got[0].tolist() == expected[0].tolist()  # indices and their order
+    torch.testing.assert_close(got[1], expected[1], atol=0, rtol=0, equal_nan=True)  # bitwise
+
+
+BATCHED_CASES = {  # name: (boxes, classes, grid, score_threshold)
+    "many_classes": (160, 40, 0, 0.001),
+    "many_classes_drops": (160, 12, 0, 0.05),
+    "ties": (90, 5, 8, 0.01),
+    "one_class": (70, 1, 0, 0.01),
+}
+
+
+@pytest.mark.parametrize("method", ["hard", "linear", "gaussian"])
+@pytest.mark.parametrize("case", list(BATCHED_CASES))
+def test_batched_equals_per_class(case: str, method: str) -> None:
+    n, classes, grid, thr = BATCHED_CASES[case]
+    boxes, scores, labels = _labelled(n, classes, seed=len(case), grid=grid)
+    kw = dict(method=method, score_threshold=thr)
+    expected = soft_nms_per_class(boxes, scores, labels, **kw, backend="torch")
+    assert 0 < expected[0].shape[0] < n or method != "hard", "the case must drop boxes"
+    _assert_same(batched_soft_nms(boxes, scores, labels, **kw, backend="torch"), expected)
+
+
+def test_batched_labels_not_contiguous_nor_sorted() -> None:
+    boxes, scores, labels = _labelled(60, 6, seed=5)
+    values = torch.tensor([90, -7, 3, 1000, 0, 41])  # gaps, a negative label, unsorted
+    labels = values[labels].to(torch.int32)
+    expected = soft_nms_per_class(boxes, scores, labels, backend="torch")
+    got = batched_soft_nms(boxes, scores, labels, backend="torch")
+    _assert_same(got, expected)
+    # classes in ascending label order: -7 first, 1000 last
+    firsts = [int(labels[got[0][0]]), int(labels[got[0][-1]])]
+    assert firsts == [-7, 1000]
+
+
+def test_batched_fast_path_runs_and_ties_fall_back(monkeypatch) -> None:
+    """Distinct scores never reach the per-class loop; tied picks send their class there."""
+    calls = []
+    real = soft_nms_module.soft_nms_reference
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(soft_nms_module, "soft_nms_reference", counting)
+    boxes, scores, labels = _labelled(120, 10, seed=7)
+    expected = soft_nms_per_class(boxes, scores, labels, backend="torch")
+    calls.clear()
+    _assert_same(batched_soft_nms(boxes, scores, labels, backend="torch"), expected)
+    assert calls == []
+    labels = torch.zeros(6, dtype=torch.int64)
+    labels[3:] = 1
+    boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [1, 1, 11, 11]] * 2)
+    scores = torch.tensor([0.5, 0.5, 0.4, 0.9, 0.8, 0.7])  # class 0: two picks tie at 0.5
+    expected = soft_nms_per_class(boxes, scores, labels, backend="torch")
+    calls.clear()
+    _assert_same(batched_soft_nms(boxes, scores, labels, backend="torch"), expected)
+    assert calls == [3]  # class 0 only
+
+
+@pytest.mark.parametrize("method", ["hard", "linear"])
+def test_batched_iou_equal_to_the_threshold_is_not_suppressed(method: str) -> None:
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 20], [50, 50, 60, 60]])
+    scores, labels = torch.tensor([0.9, 0.8, 0.7]), torch.tensor([2, 2, 2])
+    kw = dict(method=method, iou_threshold=0.5, offset=0.0, backend="torch")
+    got = batched_soft_nms(boxes, scores, labels, **kw)  # iou 100 / 200: not above 0.5
+    _assert_same(got, soft_nms_per_class(boxes, scores, labels, **kw))
+    assert got[0].tolist() == [0, 1, 2] and got[1].tolist() == pytest.approx([0.9, 0.8, 0.7])
+
+
+@pytest.mark.parametrize("method", ["linear", "gaussian"])
+def test_batched_groups_of_classes_and_classes_too_large(monkeypatch, method: str) -> None:
+    # a factor matrix of at most 200 elements: classes [0, 1, 3, ...] are cut into groups,
+    # and class 2 (24 boxes, 25 * 25 > 200) takes the per-class loop
+    monkeypatch.setattr(soft_nms_module, "MAX_DENSE", 200)
+    labels = torch.tensor([0] * 4 + [1] * 5 + [2] * 24 + [3] * 6 + [4] * 3 + [5] * 7)
+    gen = torch.Generator().manual_seed(11)
+    boxes, scores = _random_boxes(labels.shape[0], gen)
+    perm = torch.randperm(labels.shape[0], generator=gen)
+    boxes, scores, labels = boxes[perm], scores[perm], labels[perm]
+    kw = dict(method=method, score_threshold=0.05)
+    expected = soft_nms_per_class(boxes, scores, labels, **kw, backend="torch")
+    _assert_same(batched_soft_nms(boxes, scores, labels, **kw, backend="torch"), expected)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["negative_scores", "nan_score", "inf_box", "zero_scores", "nan_threshold"],
+)
+def test_batched_outside_the_fast_path_still_matches(change: str) -> None:
+    boxes, scores, labels = _labelled(40, 4, seed=13)
+    kw = dict(method="linear", score_threshold=0.01)
+    if change == "negative_scores":
+        scores = scores - 0.5
+    elif change == "nan_score":
+        scores[7] = float("nan")
+    elif change == "inf_box":
+        boxes[3, 2] = float("inf")
+    elif change == "zero_scores":
+        scores[::2] = 0.0
+        kw["score_threshold"] = 0.0
+    else:
+        kw["score_threshold"] = float("nan")
+    expected = soft_nms_per_class(boxes, scores, labels, **kw, backend="torch")
+    _assert_same(batched_soft_nms(boxes, scores, labels, **kw, backend="torch"), expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    classes=st.integers(1, 8),
+    seed=st.integers(0, 2**31 - 1),
+    grid=st.sampled_from([0, 8]),
+    method=st.sampled_from(["hard", "linear", "gaussian"]),
+    offset=st.sampled_from([0.0, 1.0]),
+    thr=st.sampled_from([0.0, 0.001, 0.05]),
+)
+def test_hypothesis_batched_equals_per_class(n, classes, seed, grid, method, offset, thr) -> None:
+    boxes, scores, labels = _labelled(n, classes, seed, grid)
+    kw = dict(method=method, offset=offset, score_threshold=thr, backend="torch")
+    expected = soft_nms_per_class(boxes, scores, labels, **kw)
+    _assert_same(batched_soft_nms(boxes, scores, labels, **kw), expected)
+
+
+def test_batched_triton_equals_per_class_triton() -> None:
+    boxes, scores, labels = _labelled(24, 3, seed=17)
+    for method in ("linear", "gaussian"):
+        kw = dict(method=method, score_threshold=0.01)
+        got = batched_soft_nms(boxes, scores, labels, **kw, backend="triton")
+        _assert_same(got, soft_nms_per_class(boxes, scores, labels, **kw, backend="triton"))
+        ref = batched_soft_nms(boxes, scores, labels, **kw, backend="torch")
+        assert torch.equal(got[0], ref[0])
+        torch.testing.assert_close(got[1], ref[1], atol=0, rtol=1e-6)
+
+
+def test_batched_edges_dtypes_strides() -> None:
+    assert kernels.batched_soft_nms is batched_soft_nms
+    empty = batched_soft_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    assert empty[0].shape == empty[1].shape == (0,)
+    assert empty[0].dtype == torch.int64 and empty[1].dtype == torch.float32
+    one = batched_soft_nms(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([1e-4]), torch.tensor([4]))
+    assert one[0].tolist() == [0] and one[1].tolist() == [pytest.approx(1e-4)]
+    boxes, scores, labels = _labelled(50, 5, seed=19)
+    packed = torch.cat([scores[:, None], boxes], dim=1).t().contiguous().t()  # column-major
+    before = packed.clone()
+    for dtype in (torch.float32, torch.float16):
+        b, s = packed[:, 1:].to(dtype), packed[:, 0].to(dtype)
+        expected = soft_nms_per_class(b.float(), s.float(), labels, backend="torch")
+        _assert_same(batched_soft_nms(b, s, labels[None, :].t()[:, 0]), expected)
+    assert torch.equal(packed, before)
+
+
+@pytest.mark.parametrize(
+    "args,kwargs,match",
+    [
+        ((torch.zeros(3, 5), torch.zeros(3), torch.zeros(3, dtype=torch.long)), {},
+         r"boxes: expected shape \(N, 4\), got \(3, 5\)"),
+        ((torch.zeros(3, 4), torch.zeros(4), torch.zeros(3, dtype=torch.long)), {},
+         r"scores: expected shape \(3,\), got \(4,\)"),
+        ((torch.zeros(3, 4), torch.zeros(3), torch.zeros(3, 1, dtype=torch.long)), {},
+         r"labels: expected shape \(3,\), got \(3, 1\)"),
+        ((torch.zeros(3, 4), torch.zeros(3), torch.zeros(3)), {},
+         "labels: expected an integer dtype, got torch.float32"),
+        ((torch.zeros(3, 4), torch.zeros(3), [0, 0, 0]), {}, "labels: expected a torch.Tensor"),
+        ((torch.zeros(3, 4), torch.zeros(3), torch.zeros(3, dtype=torch.long)),
+         {"method": "soft"}, "method: expected one of"),
+        ((torch.zeros(3, 4), torch.zeros(3), torch.zeros(3, dtype=torch.long)),
+         {"backend": "numpy"}, "backend: expected one of"),
+    ],
+    ids=["boxes", "scores", "labels_shape", "labels_dtype", "labels_list", "method", "backend"],
+)  # fmt: skip
+def test_batched_bad_input_raises(args, kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        batched_soft_nms(*args, **kwargs)
 
 
 @pytest.mark.gpu
