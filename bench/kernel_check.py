@@ -10,7 +10,8 @@ Soft-NMS of 1000 boxes), in fp32, fp16 and bf16 (Soft-NMS in fp32):
 - ``fused_corner_pool`` each corner, inference, and training (forward and both gradients);
 - ``heatmap_peaks``: scores within 1e-6, classes and positions identical;
 - ``cornernet_decode``: the valid detections (score > -1) within 1e-4, sorted as the tests do;
-- ``soft_nms`` each method and ``soft_nms_per_class``: kept indices identical, scores to 1e-7.
+- ``soft_nms`` each method and ``soft_nms_per_class``: hard and linear bit-exact; gaussian
+  (float32 exp on Triton) the same kept boxes, scores to 1e-6 relative.
 
 Every Triton call names ``backend="triton"``, so a silent fall-back to the reference cannot
 pass. The references run on the kernel's device on upcast inputs, as tests/kernels does (the
@@ -172,16 +173,22 @@ def _soft_nms(sizes, device, gen) -> list[tuple[str, Callable[[], float]]]:
         labels = torch.randint(0, sizes["labels"], (n,), generator=gen)
         return torch.cat([xy, xy + wh], 1), torch.rand(n, generator=gen), labels
 
-    def same(got, ref) -> float:
-        assert torch.equal(got[0].cpu(), ref[0]), "kept indices differ from the reference"
-        torch.testing.assert_close(got[1].cpu(), ref[1], atol=0, rtol=1e-7)
-        return _err(got[1].cpu(), ref[1])
+    def same(got, ref, method: str = "gaussian") -> float:
+        keep, kept = got[0].cpu(), got[1].cpu()
+        if method == "gaussian":  # float32 exp on Triton: ~1 ulp per weight (kernels.soft_nms)
+            order, ref_order = torch.argsort(keep), torch.argsort(ref[0])
+            assert torch.equal(keep[order], ref[0][ref_order]), "kept boxes differ"
+            torch.testing.assert_close(kept[order], ref[1][ref_order], atol=0, rtol=1e-6)
+            return _err(kept[order], ref[1][ref_order])
+        assert torch.equal(keep, ref[0]), "kept indices differ from the reference"
+        torch.testing.assert_close(kept, ref[1], atol=0, rtol=0)
+        return _err(kept, ref[1])
 
     def one(method: str) -> float:
         boxes, scores, _ = draw(sizes["boxes"])
         ref = soft_nms_reference(boxes, scores, method=method)
-        return same(soft_nms(boxes.to(device), scores.to(device), method=method,
-                             backend="triton"), ref)  # fmt: skip
+        got = soft_nms(boxes.to(device), scores.to(device), method=method, backend="triton")
+        return same(got, ref, method)
 
     def per_class() -> float:
         boxes, scores, labels = draw(sizes["boxes"])

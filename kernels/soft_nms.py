@@ -6,7 +6,8 @@ Maths. Boxes b_n = (x1, y1, x2, y2), scores s_n, offset o (1.0: the "+1 pixel" c
     iou = iw*ih / (area_p + area_n - iw*ih)
     weight: hard     0 if iou > Nt else 1
             linear   1 - iou if iou > Nt else 1
-            gaussian exp(-iou^2 / sigma)  (exp in float64, rounded to float32, as the original)
+            gaussian exp(-iou^2 / sigma)  (CPU: exp in float64, rounded to float32, as the
+                     original; Triton: exp in float32, see below)
 Loop over positions i = 0, 1, ... while i < n (n: boxes still in the array):
     p = the first position >= i holding the largest score; swap positions i and p; emit it.
     every later box that overlaps it: s_n <- weight * s_n, and if s_n < score_threshold the
@@ -32,15 +33,14 @@ fma contraction, so each float32 operation rounds as in the original. The torch 
 a Python loop over picks with vectorised updates (about 25 small ops per pick); on CPU it
 runs on numpy views of the same memory, 5-10x less overhead per op.
 
-Batched CPU path (batched_soft_nms, numpy): boxes of different classes never interact, so
-all classes advance together, one pick per class per step (about 10 small ops per step on a
-(classes, largest class + 1) array; steps = the most boxes one class emits). The pair
-weights of every class are computed once, with the loop's formulas (the iou is symmetric),
-into a factor matrix whose row for box p holds what picking p multiplies its class's row by.
-Emission order and scores are exactly the loop's, because the argmax is the original's
-whenever the maximum is unique; a class whose pick ties goes through the loop instead (the
-original's array positions decide ties). CornerNet at 128 px (about 300 boxes, 9 classes):
-0.5 ms against 7 ms for the per-class loop.
+Deviation on the Triton path: the Gaussian weight's exp is computed in float32 (fp64 runs at
+1/64 of the fp32 rate on consumer GPUs), not as the original's np.exp of a double rounded to
+float32: a weight can differ from the original's by about 1 ulp (2e-7 relative), so rescored
+scores agree to ~1e-6 relative, and two boxes whose rescored scores fall within that of each
+other may be emitted in the other order. Hard and linear soft-NMS are bit-exact on both
+paths; the CPU paths stay bit-exact for all three (tests/kernels/test_soft_nms.py).
+
+Batched CPU path (batched_soft_nms): :mod:`kernels.soft_nms_cpu`.
 
 Memory traffic: each box is read once (20 B) and each kept box written once (12 B); per pick
 the Triton program touches only registers, plus 8 B per box of L1/L2 scratch when boxes are
@@ -60,7 +60,8 @@ import torch
 import triton
 import triton.language as tl
 
-METHODS = {"hard": 0, "linear": 1, "gaussian": 2}
+from kernels.soft_nms_cpu import METHODS, _rows, _soft_nms_loop, batched_numpy
+
 BACKENDS = ("auto", "triton", "torch")
 MAX_TRITON_BOXES = 8192  # boxes per class that one Triton program keeps in registers
 _PARAMS = ("method", "sigma", "iou_threshold", "score_threshold", "offset")
@@ -86,188 +87,6 @@ def soft_nms_reference(
     else:
         n = _soft_nms_loop(rows, idx, *args, xp=torch)
     return idx[:n], rows[:n, 5].clone()
-
-
-def _rows(boxes: torch.Tensor, scores: torch.Tensor, offset: float) -> tuple[torch.Tensor, ...]:
-    """The original's array, one row per position: x1, y1, x2, y2, area, score (N, 6) float32,
-    and the box index at each position (N,) int64."""
-    b = boxes.float()
-    area = (b[:, 2] - b[:, 0] + offset) * (b[:, 3] - b[:, 1] + offset)
-    rows = torch.cat([b, area[:, None], scores.float()[:, None]], dim=1)
-    return rows, torch.arange(b.shape[0], device=b.device)
-
-
-def _soft_nms_loop(rows, idx, code, sigma, nt, thr, offset, xp) -> int:
-    """Run the loop in place on rows (N, 6) and idx (N,): torch tensors or numpy arrays (xp).
-
-    Returns the number of kept boxes; they occupy the first positions, in emission order.
-    """
-    n, i = rows.shape[0], 0
-    positions = xp.arange(n) if xp is np else torch.arange(n, device=rows.device)
-    while i < n:
-        p = i + int(rows[i:n, 5].argmax())  # argmax returns the first maximum
-        if p != i:
-            rows[[i, p]] = rows[[p, i]]
-            idx[[i, p]] = idx[[p, i]]
-        top, rest = rows[i], rows[i + 1 : n]
-        iw = xp.minimum(rest[:, 2], top[2]) - xp.maximum(rest[:, 0], top[0]) + offset
-        ih = xp.minimum(rest[:, 3], top[3]) - xp.maximum(rest[:, 1], top[1]) + offset
-        inter = iw * ih
-        iou = inter / (top[4] + rest[:, 4] - inter)
-        if code == 2:  # the original takes np.exp of a double and stores it in a float
-            z = -(iou * iou) / sigma
-            weight = (
-                np.exp(z.astype(np.float64)).astype(np.float32)
-                if xp is np
-                else torch.exp(z.double()).float()
-            )
-        else:
-            weight = xp.where(iou > nt, 0.0 if code == 0 else 1.0 - iou, 1.0)
-        overlap = (iw > 0) & (ih > 0)
-        # stored as float32 before the threshold test, like the original
-        rest[:, 5] = xp.where(overlap, weight * rest[:, 5], rest[:, 5])
-        drop = overlap & (rest[:, 5] < thr)
-        n_drop = int(drop.sum())
-        if n_drop:
-            # dropped slots among the first m are refilled from the end, last survivor first
-            m = rest.shape[0] - n_drop
-            holes = positions[:m][drop[:m]]
-            movers = xp.flip(positions[m : rest.shape[0]][~drop[m:]], (0,))
-            rest[holes] = rest[movers]
-            idx[i + 1 + holes] = idx[i + 1 + movers]
-            n -= n_drop
-        i += 1
-    return n
-
-
-# ---------------------------------------------------------------- batched CPU path
-MAX_DENSE = 1 << 21  # float32 elements of one factor matrix (8 MiB): classes up to 1447 boxes
-_NEG, _NAN, _ONE = np.float32(-np.inf), np.float32(np.nan), np.float32(1.0)
-
-
-def _batched_numpy(b, s, labels, params) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`batched_soft_nms` on numpy arrays: b (N, 4) and s (N,) float32, labels (N,).
-
-    Classes go through :func:`_batched_dense` in groups whose factor matrix fits MAX_DENSE,
-    and through the per-class loop where its conditions fail. Returns kept indices (M,) int64
-    and scores (M,) float32, classes in ascending label order, each in emission order.
-    """
-    order = np.argsort(labels, kind="stable")  # stable: each class keeps the input order
-    lab = labels[order]
-    first = np.ones(lab.shape[0], bool)
-    np.not_equal(lab[1:], lab[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    sizes = np.diff(starts, append=lab.shape[0])
-    ends = starts + sizes
-    b, s = b[order], s[order]
-    fast = bool(np.isfinite(b).all() and np.isfinite(s).all() and (s >= 0).all())
-    fast = fast and np.isfinite(params[3]) and np.isfinite(params[4])
-    pieces, c = [], 0  # (class of each kept box, its index in the sorted arrays, its score)
-    while c < starts.shape[0]:
-        e, width = c, 0  # classes [c, e) share one factor matrix of (boxes + classes, width)
-        while fast and e < starts.shape[0]:
-            w = max(width, int(sizes[e]) + 1)
-            if (ends[e] - starts[c] + e + 1 - c) * w > MAX_DENSE:
-                break
-            e, width = e + 1, w
-        loop = np.ones(1, bool)  # which classes of [c, e) go through the per-class loop
-        if e > c:
-            lo = starts[c]
-            with np.errstate(invalid="ignore"):  # -inf * 0 and NaN factors: see _batched_dense
-                got = _batched_dense(b[lo : ends[e - 1]], s[lo : ends[e - 1]], starts[c:e] - lo,
-                                     sizes[c:e], *params)  # fmt: skip
-            if got is None:  # a linear weight outside [0, 1]: the loop from here on
-                fast, e = False, c
-            else:
-                pieces.append((got[0] + c, got[1] + lo, got[2]))
-                loop = got[3]
-        e = max(e, c + 1)
-        for k in np.flatnonzero(loop) + c:
-            seg = slice(starts[k], ends[k])
-            kw = dict(zip(_PARAMS, params))
-            idx, val = soft_nms_reference(torch.from_numpy(b[seg]), torch.from_numpy(s[seg]), **kw)
-            pieces.append((np.full(idx.shape[0], k), idx.numpy() + starts[k], val.numpy()))
-        c = e
-    cls, idx, val = (np.concatenate(p) for p in zip(*pieces))
-    by_class = np.argsort(cls, kind="stable")  # each class's pieces are in emission order
-    return order[idx[by_class]], val[by_class]
-
-
-def _batched_dense(b, s, starts, sizes, method, sigma, nt, thr, offset):
-    """Every class of the label-sorted b (n, 4), s (n,) at once: one pick per class per step.
-
-    State cur (R, W), W = largest class + 1: slot l of row r is box starts[r] + l with its
-    current score, -inf once emitted or dropped (and in the padding), and -1 in slot sizes[r]
-    (a row whose argmax is that sentinel has finished). fac (n + R, W): row starts[r] + r + l
-    holds what a pick of box l multiplies row r by: the pair's weight where the boxes overlap,
-    1 where they do not, NaN (then -inf) for the pick itself and for an overlapped box that
-    started below the threshold; row starts[r] + r + sizes[r] is all ones (the sentinel's).
-    A box survives a step iff its new score >= min(its first score, threshold): the original
-    drops a box only when a pick overlaps it, and then iff its new score < threshold; this
-    needs weights in [0, 1] and scores >= 0, as the caller checks.
-    Returns (class, index, score) of the kept boxes, class-major and in emission order, and
-    a mask of the classes where two boxes tied for a pick (left out: the original's array
-    positions decide ties); None if a linear weight falls outside [0, 1].
-    """
-    n, R, W = b.shape[0], starts.shape[0], int(sizes.max()) + 1
-    cls = np.repeat(np.arange(R), sizes)
-    loc = np.arange(n) - starts[cls]
-    o = np.float32(offset)
-    geo = np.empty((5, n), np.float32)  # coordinate-major: long inner loops in numpy
-    geo[:4] = b.T
-    geo[4] = (geo[2] - geo[0] + o) * (geo[3] - geo[1] + o)  # areas, as _rows
-    # the pairs i < j of each class, with _soft_nms_loop's formulas (the iou is symmetric)
-    after = sizes[cls] - loc - 1
-    k = np.arange(int(after.sum())) - np.repeat(np.cumsum(after) - after, after)
-    i = np.repeat(np.arange(n), after)
-    j = i + 1 + k
-    gi, gj = geo.take(i, axis=1), geo.take(j, axis=1)
-    d = np.minimum(gi[2:4], gj[2:4]) - np.maximum(gi[:2], gj[:2]) + o  # iw, ih
-    overlap = (d[0] > 0) & (d[1] > 0)
-    inter = d[0] * d[1]
-    iou = inter / (gi[4] + gj[4] - inter)
-    if method == "gaussian":  # as _soft_nms_loop: exp of a double, stored as a float
-        w = np.exp((-(iou * iou) / np.float32(sigma)).astype(np.float64)).astype(np.float32)
-    else:
-        w = np.where(iou > nt, np.float32(0.0) if method == "hard" else 1.0 - iou, _ONE)
-        if method == "linear" and not (((w >= 0) & (w <= 1)) | ~overlap).all():
-            return None
-    w_ij = w_ji = np.where(overlap, w, _ONE)  # factor of box j when i is picked, and back
-    low = s < np.float32(thr)
-    if low.any():
-        w_ij, w_ji = np.where(overlap & low[j], _NAN, w_ij), np.where(overlap & low[i], _NAN, w_ij)
-    fac = np.ones((n + R, W), np.float32)
-    flat, row = fac.reshape(-1), (np.arange(n) + cls) * W
-    flat[np.repeat(row + loc + 1, after) + k] = w_ij
-    flat[(j + cls[j]) * W + loc[i]] = w_ji
-    flat[row + loc] = _NAN
-    cur, floor = np.full((R, W), _NEG, np.float32), np.full((R, W), _NEG, np.float32)
-    cur.reshape(-1)[cls * W + loc] = s
-    floor.reshape(-1)[cls * W + loc] = np.minimum(s, np.float32(thr))
-    cur[np.arange(R), sizes] = -1.0
-    picks, vals = np.empty((W, R), np.int64), np.empty((W, R), np.float32)
-    tied, gone, rows = np.zeros(R, bool), np.empty((R, W), bool), np.empty((R, W), np.float32)
-    row0, slot0, flat_cur, t = starts + np.arange(R), np.arange(R) * W, cur.reshape(-1), 0
-    while t < W:  # the largest class finishes within W - 1 steps
-        p = cur.argmax(1)  # the first maximum; ties are caught just below
-        v = flat_cur[slot0 + p]
-        if not t & 3 and v.max() < 0:  # every row has finished (checked every 4th step)
-            break
-        np.equal(cur, v[:, None], out=gone)
-        if np.count_nonzero(gone) != R:  # a tie: that class goes to the per-class loop
-            tie = gone.sum(1) != 1  # (!= rather than >: never loops forever)
-            tied |= tie
-            cur[tie] = _NEG
-            cur[tie, sizes[tie]] = -1.0
-            continue
-        picks[t], vals[t] = p, v
-        np.multiply(cur, fac.take(row0 + p, axis=0, out=rows), out=cur)
-        np.greater_equal(cur, floor, out=gone)
-        np.logical_not(gone, out=gone)  # NaN compares False: dropped too
-        np.putmask(cur, gone, _NEG)
-        t += 1
-    keep = (vals[:t].T >= 0) & ~tied[:, None]  # (R, t): no sentinel picks, no tied classes
-    return keep.nonzero()[0], (starts[:, None] + picks[:t].T)[keep], vals[:t].T[keep], tied
 
 
 # ---------------------------------------------------------------- Triton
@@ -328,8 +147,8 @@ def _soft_nms_fwd_kernel(
             weight = tl.where(iou > iou_threshold, 0.0, 1.0)
         elif METHOD == 1:
             weight = tl.where(iou > iou_threshold, 1.0 - iou, 1.0)
-        else:  # exp in float64, rounded to float32: the original's np.exp on a double
-            weight = tl.exp(tl.div_rn(-(iou * iou), sigma).to(tl.float64)).to(tl.float32)
+        else:  # float32 exp (deviation: the original takes np.exp of a double; see _check)
+            weight = tl.exp(tl.div_rn(-(iou * iou), sigma))
         overlap = alive & (iw > 0) & (ih > 0)
         score = tl.where(overlap, weight * score, score)
         drop = overlap & (score < score_threshold)
@@ -553,6 +372,6 @@ def batched_soft_nms(
             return _soft_nms_fwd(boxes, scores, order, sizes, max_size, params)
     b = boxes.detach().to("cpu", torch.float32).numpy()
     s = scores.detach().to("cpu", torch.float32).numpy()
-    keep, kept = _batched_numpy(b, s, labels.detach().cpu().numpy(), params)
+    keep, kept = batched_numpy(b, s, labels.detach().cpu().numpy(), params)
     dev = boxes.device
     return torch.from_numpy(keep).to(dev), torch.from_numpy(kept).to(dev)

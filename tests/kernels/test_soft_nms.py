@@ -27,6 +27,7 @@ from kernels.soft_nms import (
 METHOD_NAMES = {0: "hard", 1: "linear", 2: "gaussian"}
 # the module (kernels.soft_nms as an attribute is the function kernels/__init__ exports)
 soft_nms_module = importlib.import_module("kernels.soft_nms")
+soft_nms_cpu = importlib.import_module("kernels.soft_nms_cpu")
 
 
 @pytest.fixture(scope="module")
@@ -276,13 +277,13 @@ def test_batched_labels_not_contiguous_nor_sorted() -> None:
 def test_batched_fast_path_runs_and_ties_fall_back(monkeypatch) -> None:
     """Distinct scores never reach the per-class loop; tied picks send their class there."""
     calls = []
-    real = soft_nms_module.soft_nms_reference
+    real = soft_nms_cpu.loop_numpy
 
     def counting(*args, **kwargs):
         calls.append(args[0].shape[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(soft_nms_module, "soft_nms_reference", counting)
+    monkeypatch.setattr(soft_nms_cpu, "loop_numpy", counting)
     boxes, scores, labels = _labelled(120, 10, seed=7)
     expected = soft_nms_per_class(boxes, scores, labels, backend="torch")
     calls.clear()
@@ -312,7 +313,7 @@ def test_batched_iou_equal_to_the_threshold_is_not_suppressed(method: str) -> No
 def test_batched_groups_of_classes_and_classes_too_large(monkeypatch, method: str) -> None:
     # a factor matrix of at most 200 elements: classes [0, 1, 3, ...] are cut into groups,
     # and class 2 (24 boxes, 25 * 25 > 200) takes the per-class loop
-    monkeypatch.setattr(soft_nms_module, "MAX_DENSE", 200)
+    monkeypatch.setattr(soft_nms_cpu, "MAX_DENSE", 200)
     labels = torch.tensor([0] * 4 + [1] * 5 + [2] * 24 + [3] * 6 + [4] * 3 + [5] * 7)
     gen = torch.Generator().manual_seed(11)
     boxes, scores = _random_boxes(labels.shape[0], gen)
@@ -422,11 +423,21 @@ def test_gpu_many_boxes(method: str) -> None:
     boxes = boxes * 10  # spread out over 700 px
     labels = torch.randint(0, 80, (3000,), generator=gen)
     ref = soft_nms_reference(boxes, scores, method=method)
-    got = soft_nms(boxes.cuda(), scores.cuda(), method=method)
-    # compiled without fma contraction and with IEEE division: the same float32 roundings
-    assert torch.equal(got[0].cpu(), ref[0])
-    torch.testing.assert_close(got[1].cpu(), ref[1], atol=0, rtol=1e-7)
+    _assert_gpu_matches(soft_nms(boxes.cuda(), scores.cuda(), method=method), ref, method)
     ref = soft_nms_per_class(boxes, scores, labels, method=method)
     got = soft_nms_per_class(boxes.cuda(), scores.cuda(), labels.cuda(), method=method)
-    assert torch.equal(got[0].cpu(), ref[0])
-    torch.testing.assert_close(got[1].cpu(), ref[1], atol=0, rtol=1e-7)
+    _assert_gpu_matches(got, ref, method)
+
+
+def _assert_gpu_matches(got, ref, method: str) -> None:
+    """Compiled without fma contraction and with IEEE division: hard and linear give the
+    same float32 roundings; gaussian's float32 exp (a documented deviation) ~1 ulp per weight,
+    so the same kept boxes with scores to 1e-6 (their order may differ within that)."""
+    keep, kept = got[0].cpu(), got[1].cpu()
+    if method != "gaussian":
+        assert torch.equal(keep, ref[0])
+        torch.testing.assert_close(kept, ref[1], atol=0, rtol=0)
+        return
+    order, ref_order = torch.argsort(keep), torch.argsort(ref[0])
+    assert torch.equal(keep[order], ref[0][ref_order])
+    torch.testing.assert_close(kept[order], ref[1][ref_order], atol=0, rtol=1e-6)
