@@ -10,7 +10,7 @@ Soft-NMS of 1000 boxes), in fp32, fp16 and bf16 (Soft-NMS in fp32):
 - ``fused_corner_pool`` each corner, inference, and training (forward and both gradients);
 - ``heatmap_peaks``: scores within 1e-6, classes and positions identical;
 - ``cornernet_decode``: the valid detections (score > -1) within 1e-4, sorted as the tests do;
-- ``soft_nms`` each method and ``soft_nms_per_class``: hard and linear bit-exact; gaussian
+- ``soft_nms`` each method and ``soft_nms_per_class``: hard and linear to 1e-7; gaussian
   (float32 exp on Triton) the same kept boxes, scores to 1e-6 relative.
 
 Every Triton call names ``backend="triton"``, so a silent fall-back to the reference cannot
@@ -181,7 +181,7 @@ def _soft_nms(sizes, device, gen) -> list[tuple[str, Callable[[], float]]]:
             torch.testing.assert_close(kept[order], ref[1][ref_order], atol=0, rtol=1e-6)
             return _err(kept[order], ref[1][ref_order])
         assert torch.equal(keep, ref[0]), "kept indices differ from the reference"
-        torch.testing.assert_close(kept, ref[1], atol=0, rtol=0)
+        torch.testing.assert_close(kept, ref[1], atol=0, rtol=1e-7)
         return _err(kept, ref[1])
 
     def one(method: str) -> float:
