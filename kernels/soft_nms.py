@@ -38,7 +38,8 @@ Deviation on the Triton path: the Gaussian weight's exp is computed in float32 (
 float32: a weight can differ from the original's by about 1 ulp (2e-7 relative), so rescored
 scores agree to ~1e-6 relative, and two boxes whose rescored scores fall within that of each
 other may be emitted in the other order. Hard and linear soft-NMS agree to 1e-7 on both
-paths (the same float32 roundings); the CPU paths stay bit-exact for all three (tests/kernels/test_soft_nms.py).
+paths (the same float32 roundings); the CPU paths stay bit-exact for all three
+(tests/kernels/test_soft_nms.py).
 
 Batched CPU path (batched_soft_nms): :mod:`kernels.soft_nms_cpu`.
 
