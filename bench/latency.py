@@ -16,7 +16,11 @@ Protocol (every figure in milliseconds, per call of a batch; batch 1 = per image
 - Labelled variants of the forward stage: ``eager``; ``compile`` (``torch.compile(model)``,
   compiled during warm-up); ``cudagraphs`` (``torch.compile(model, backend="cudagraphs")``:
   CUDA graph replay without Inductor; CUDA only). Compiled variants get at least
-  ``COMPILED_WARMUP`` warm-up calls.
+  ``COMPILED_WARMUP`` warm-up calls. Under ``cudagraphs``, a detector with ``decode_graph``
+  (CenterNet, CornerNet: the kernels are custom ops, :mod:`kernels.ops`) has its forward AND
+  the static part of its decode captured in one graph, timed as ``forward``; ``decode`` is
+  then what remains on the host (``decode_host``: CenterNet's unpadding, CornerNet's soft-NMS,
+  whose output size is data-dependent) plus mapping boxes back.
 
 ``python -m bench latency --suite synthetic`` times the registry's detectors on the tiny
 backbone at 128 px with 9 classes (the synthetic benchmark); ``--suite paper`` on the full
@@ -141,8 +145,30 @@ def make_forward(model: torch.nn.Module, variant: str, device: torch.device) -> 
     if variant == "cudagraphs":
         if device.type != "cuda":
             raise UsageError("variant cudagraphs needs --device cuda")
+        if hasattr(model, "decode_graph"):
+            return _ForwardDecode(model, "cudagraphs")
         return torch.compile(model, backend="cudagraphs")
     raise UsageError(f"latency variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+
+
+class _ForwardDecode:
+    """``model.decode_graph(model(x), sizes)`` compiled as one graph; sizes = x's (H, W).
+
+    ``measure_latency`` then decodes its output with ``model.decode_host``.
+    """
+
+    graph_decode = True
+
+    def __init__(self, model: torch.nn.Module, backend: str) -> None:
+        self.model = model
+        self.fn = torch.compile(self._run, backend=backend)
+
+    def _run(self, x: torch.Tensor) -> Any:
+        sizes = [(int(x.shape[-2]), int(x.shape[-1]))] * x.shape[0]
+        return self.model.decode_graph(self.model(x), sizes)
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        return self.fn(x)
 
 
 def measure_latency(
@@ -188,7 +214,10 @@ def measure_latency(
         with timer.stage("decode"):
             from bench.data.transforms import invert_boxes
 
-            dets = model.decode(float32_outputs(outputs), sizes)
+            if getattr(fwd, "graph_decode", False):  # decode_graph ran in the forward stage
+                dets = model.decode_host(outputs)
+            else:
+                dets = model.decode(float32_outputs(outputs), sizes)
             boxes = [invert_boxes(d.boxes, p[1]) for d, p in zip(dets, prepared)]
         return boxes
 

@@ -24,6 +24,8 @@ reported weighted and sum to ``loss``.
 Decoding: :func:`kernels.heatmap.heatmap_peaks` (sigmoid, 3x3 max-pool NMS, top 100 over
 classes and cells), boxes ``(q + offset -/+ wh / 2) * 4`` clipped to the image; no box NMS
 (the max-pool is CenterNet's NMS); slots without a peak (score 0) are dropped.
+``decode_padded`` (= ``decode_graph``) is the same with static shapes, padded to k slots and
+a count per image: exportable, with no host synchronisation (``decode_host`` unpads).
 
 Input: zero-padded for the hourglass at the bottom/right and the map cropped to ceil(H/4) x
 ceil(W/4) cells. ``anchors_per_image`` is 0. ``assignment_stats``: ``positives`` (centre
@@ -51,12 +53,13 @@ from detectors.base import (
     check_targets,
     targets_to,
 )
+from detectors.cornernet.inference import unpad_detections
 from detectors.cornernet.loss import focal_loss, gather_at
 from detectors.cornernet.modules import make_head
 from detectors.cornernet.targets import draw_gaussian, gaussian_radius
 from detectors.presets import preset_config
 from detectors.pyramid import crop_map, pad_for_backbone
-from kernels.heatmap import heatmap_peaks
+from kernels.ops import heatmap_peaks_op
 
 __all__ = [
     "CENTERNET_PRESETS",
@@ -230,26 +233,44 @@ class CenterNet(Detector):
             "loss": loss_heat + loss_size + loss_offset,
         }
 
-    def decode(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[Detections]:
-        """Top-100 heatmap peaks (3x3 max-pool NMS) -> boxes clipped to each image."""
+    def decode_padded(
+        self, outputs: dict, image_sizes: list[tuple[int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`decode` with static shapes (exportable): boxes (N, k, 4), scores (N, k),
+        labels (N, k), count (N,) with k = min(topk, max_detections, C*h*w); slots >= count
+        (no peak: score 0) hold box 0, score 0, label -1."""
         heat = outputs["heat"]
         n, c, h, w = heat.shape
         sizes = check_image_sizes(image_sizes, n)
         k = min(self.config.topk, self.max_detections, c * h * w)
         # peaks are not differentiable (and the torch path writes with out=): detach
-        scores, classes, ys, xs = heatmap_peaks(heat.detach(), k, kernel=self.config.nms_kernel)
+        scores, classes, ys, xs = heatmap_peaks_op(heat.detach(), k, kernel=self.config.nms_kernel)
         idx = ys * w + xs  # (N, k) flat cell index
         wh = gather_at(outputs["wh"], idx).float().clamp(min=0)  # (N, k, 2); x2 >= x1
         reg = gather_at(outputs["reg"], idx).float()
         cx, cy = xs.float() + reg[..., 0], ys.float() + reg[..., 1]
         half_w, half_h = wh[..., 0] / 2, wh[..., 1] / 2
         boxes = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], -1) * STRIDE
-        results = []
-        for i, (ih, iw) in enumerate(sizes):
-            keep = scores[i] > 0  # slots past the last peak hold score 0
-            b = clip_boxes_to_image(boxes[i, keep], (ih, iw))
-            results.append(Detections(b, scores[i, keep], classes[i, keep]))
-        return results
+        boxes = torch.stack([clip_boxes_to_image(boxes[i], size) for i, size in enumerate(sizes)])
+        # scores are sorted descending and slots past the last peak hold 0: a prefix is kept
+        keep = scores > 0  # (N, k)
+        boxes = torch.where(keep[..., None], boxes, 0.0)
+        classes = torch.where(keep, classes, -1)
+        return boxes, scores, classes, keep.sum(dim=1)
+
+    def decode_graph(
+        self, outputs: dict, image_sizes: list[tuple[int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The part of :meth:`decode` a CUDA graph can capture: all of it, padded."""
+        return self.decode_padded(outputs, image_sizes)
+
+    def decode_host(self, padded: tuple[torch.Tensor, ...]) -> list[Detections]:
+        """:meth:`decode_graph`'s padded detections -> one :class:`Detections` per image."""
+        return unpad_detections(*padded)
+
+    def decode(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[Detections]:
+        """Top-100 heatmap peaks (3x3 max-pool NMS) -> boxes clipped to each image."""
+        return self.decode_host(self.decode_padded(outputs, image_sizes))
 
     def assignment_stats(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
         """Per-image means: ``positives``, ``negatives``, ``ignored`` (0), ``candidates``."""

@@ -18,7 +18,10 @@ plain hourglass of the same preset); the head is the corner-pooling modules and 
 - ``decode`` (fixed-size letterboxed inputs): :func:`kernels.decode.cornernet_decode` on the
   last stack, boxes times input / map size (4 for multiples of 4; the release's ratio for
   its 511 px inputs), clipped to ``image_sizes``, rejected pairs dropped, per-class soft-NMS,
-  top 100 (:func:`~detectors.cornernet.inference.select_detections`).
+  top 100 (:func:`~detectors.cornernet.inference.select_detections`). Split for export and
+  CUDA graphs: ``decode_graph`` (static shapes, no host sync: decode and clipping) then
+  ``decode_host`` (soft-NMS, unpadding); ``decode_padded`` is all of it with static shapes
+  (soft-NMS inside one opaque op), what :class:`detectors.export.StaticInference` exports.
 - ``detect(images)``: the release's full test pipeline on original images (flip and
   multi-scale optional), :func:`detectors.cornernet.inference.detect`.
 """
@@ -151,21 +154,42 @@ class CornerNetDetector(Detector):
         dets[..., :4] *= factor
         return dets
 
-    def decode(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[Detections]:
-        """Per image: boxes in input pixels clipped to ``image_sizes[i]`` = (h, w), rejected
-        pairs dropped, per-class soft-NMS, the ``test_cfg.max_per_image`` best."""
+    def decode_graph(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> torch.Tensor:
+        """The static-shape part of :meth:`decode`, with no host synchronisation (a CUDA graph
+        can capture it): decoded (N, num_dets, 8) rows, boxes in input pixels clipped to
+        ``image_sizes[i]`` = (h, w), rejected pairs still in (score -1)."""
         rows = self._input_rows(outputs, self.test_cfg)
         if not isinstance(image_sizes, (list, tuple)) or len(image_sizes) != rows.shape[0]:
             raise ValueError(f"image_sizes: expected {rows.shape[0]} (height, width) pairs")
-        results = []
+        clipped = []
         for i, size in enumerate(image_sizes):
             if len(size) != 2 or min(int(v) for v in size) < 1:
                 raise ValueError(f"image_sizes[{i}]={size!r}: expected (height, width) >= 1")
             r = rows[i].clone()
             r[:, 0:4:2] = r[:, 0:4:2].clamp(0, int(size[1]))
             r[:, 1:4:2] = r[:, 1:4:2].clamp(0, int(size[0]))
-            results.append(inference.select_detections(r, self.test_cfg))
-        return results
+            clipped.append(r)
+        return torch.stack(clipped)
+
+    def decode_host(self, rows: torch.Tensor) -> list[Detections]:
+        """The rest of :meth:`decode` on :meth:`decode_graph`'s rows: rejected pairs dropped,
+        per-class soft-NMS, the ``test_cfg.max_per_image`` best (data-dependent sizes)."""
+        return inference.unpad_detections(*inference.select_detections_padded(rows, self.test_cfg))
+
+    def decode_padded(
+        self, outputs: dict, image_sizes: list[tuple[int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`decode` with static shapes (exportable): boxes (N, M, 4), scores (N, M),
+        labels (N, M), count (N,); M = ``test_cfg.max_per_image``, slots >= count padding.
+        Soft-NMS is one opaque op (``cornerbench::select_detections``), which synchronises
+        with the host inside: exportable and compilable, but not capturable in a CUDA graph."""
+        rows = self.decode_graph(outputs, image_sizes)
+        return inference.select_detections_padded(rows, self.test_cfg)
+
+    def decode(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[Detections]:
+        """Per image: boxes in input pixels clipped to ``image_sizes[i]`` = (h, w), rejected
+        pairs dropped, per-class soft-NMS, the ``test_cfg.max_per_image`` best."""
+        return self.decode_host(self.decode_graph(outputs, image_sizes))
 
     def assignment_stats(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict:
         """Per-image means: ``candidates`` (2 K corners decoded), ``pairs`` (corner pairs that

@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from detectors.base import Detections
-from kernels.decode import cornernet_decode
-from kernels.soft_nms import METHODS, batched_soft_nms
+from kernels.ops import cornernet_decode_op, select_detections_op
+from kernels.soft_nms import METHODS
 
 __all__ = [
     "COCO_MEAN_RGB",
@@ -61,6 +61,8 @@ __all__ = [
     "place_centered",
     "rescale_detections",
     "select_detections",
+    "select_detections_padded",
+    "unpad_detections",
 ]
 
 HEAD_KEYS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_regr", "br_regr")
@@ -153,7 +155,7 @@ def decode_heads(heads: dict[str, torch.Tensor], cfg: CornerNetTestConfig) -> to
     c, h, w = heads["tl_heat"].shape[1:]
     k = min(cfg.K, c * h * w)
     with torch.no_grad():
-        return cornernet_decode(
+        return cornernet_decode_op(  # kernels.cornernet_decode as an opaque, exportable op
             *(heads[key].detach() for key in HEAD_KEYS),
             K=k,
             kernel=cfg.kernel,
@@ -192,27 +194,40 @@ def rescale_detections(
     return out
 
 
+def select_detections_padded(
+    rows: torch.Tensor, cfg: CornerNetTestConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, R, 8) rows in image pixels -> boxes (B, M, 4), scores (B, M), labels (B, M) and
+    count (B,), M = ``cfg.max_per_image``: per image, drop rejected pairs (score -1),
+    per-class soft-NMS (``cfg.nms``; all classes in one :func:`kernels.soft_nms.
+    batched_soft_nms` call), the M highest scores; slots >= count are padding (box 0, score 0,
+    label -1). Static shapes: :func:`kernels.ops.select_detections_op`, an opaque op."""
+    return select_detections_op(
+        rows,
+        method=cfg.nms,
+        sigma=cfg.nms_sigma,
+        iou_threshold=cfg.nms_threshold,
+        score_threshold=cfg.score_threshold,
+        offset=cfg.nms_offset,
+        max_per_image=cfg.max_per_image,
+        backend=cfg.backend,
+    )
+
+
+def unpad_detections(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, count: torch.Tensor
+) -> list[Detections]:
+    """Padded (B, M, ...) detections and count (B,) -> B :class:`Detections` of ``count[i]``
+    rows each (one host sync: ``count.tolist()``)."""
+    return [
+        Detections(boxes[i, :n], scores[i, :n], labels[i, :n]) for i, n in enumerate(count.tolist())
+    ]
+
+
 def select_detections(rows: torch.Tensor, cfg: CornerNetTestConfig) -> Detections:
-    """(N, 8) rows in image pixels -> :class:`Detections`: drop rejected pairs (score -1),
-    per-class soft-NMS (``cfg.nms``; all classes in one :func:`batched_soft_nms` call), keep
-    the ``cfg.max_per_image`` highest scores."""
-    rows = rows[rows[:, 4] > -1]
-    boxes, scores, labels = rows[:, :4], rows[:, 4], rows[:, 7].long()
-    if cfg.nms != "none" and rows.shape[0]:
-        keep, scores = batched_soft_nms(
-            boxes,
-            scores,
-            labels,
-            method=cfg.nms,
-            sigma=cfg.nms_sigma,
-            iou_threshold=cfg.nms_threshold,
-            score_threshold=cfg.score_threshold,
-            offset=cfg.nms_offset,
-            backend=cfg.backend,
-        )
-        boxes, labels = boxes[keep], labels[keep]
-    order = torch.sort(scores, descending=True, stable=True).indices[: cfg.max_per_image]
-    return Detections(boxes[order], scores[order], labels[order])
+    """(N, 8) rows in image pixels -> :class:`Detections`: :func:`select_detections_padded`
+    of the one image, unpadded."""
+    return unpad_detections(*select_detections_padded(rows[None], cfg))[0]
 
 
 def _check_image(image: object, index: int) -> torch.Tensor:

@@ -176,7 +176,9 @@ def gather_at(feature: Tensor, index: Tensor) -> Tensor:
         )
     if index.device != feature.device:
         raise ValueError(f"index on {index.device}: expected feature's device {feature.device}")
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= h * w):
+    # a host sync: skipped when compiling / exporting (torch.gather still bounds-checks)
+    in_graph = torch.compiler.is_compiling()
+    if not in_graph and index.numel() and (int(index.min()) < 0 or int(index.max()) >= h * w):
         raise ValueError(
             f"index: expected values in [0, {h * w}) for a {h}x{w} map, got range "
             f"[{int(index.min())}, {int(index.max())}]"

@@ -11,6 +11,7 @@ from torch import nn
 
 from detectors.backbones.hourglass import ConvBNReLU
 from kernels import fused_corner_pool
+from kernels.ops import fused_corner_pool_op
 
 __all__ = ["CornerPoolModule", "make_head"]
 
@@ -60,7 +61,11 @@ class CornerPoolModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.p1_conv1(x)  # (N, pool_dim, H, W): pooled vertically (top / bottom)
         b = self.p2_conv1(x)  # (N, pool_dim, H, W): pooled horizontally (left / right)
-        if self.corner_pooling:
+        if self.corner_pooling and torch.compiler.is_compiling():
+            # export / compile: the opaque custom op (static shapes, no Python to trace); eager
+            # keeps the function, whose Triton backward the op's torch-ops backward lacks
+            pooled = fused_corner_pool_op(a, b, self.corner, backend=self.backend)
+        elif self.corner_pooling:
             pooled = fused_corner_pool(a, b, self.corner, backend=self.backend)
         else:
             pooled = a + b

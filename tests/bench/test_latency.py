@@ -184,3 +184,39 @@ def test_cuda_stages_are_timed_with_events():
     )
     assert all(s["n"] == 5 and s["p50"] > 0 for s in stats.values())
     assert model.inputs[-1] == ((1, 3, 32, 32), torch.float16)
+
+
+def test_cuda_graphs_without_a_gpu_exits_2(capsys):
+    assert main(["latency", "--cuda-graphs", "--device", "cpu", "--detectors", "centernet"]) == 2
+    assert "CUDA graphs are GPU only" in capsys.readouterr().err
+
+
+def _forward_decode_matches_decode(name: str, device: str, backend: str) -> None:
+    """_ForwardDecode (forward + decode_graph in one compiled graph) then decode_host gives
+    decode's detections, and measure_latency times it with decode_host in the decode stage."""
+    from detectors import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector(name, num_classes=3, backbone="tiny").to(device).eval()
+    fwd = latency._ForwardDecode(model, backend)
+    with torch.inference_mode():  # x an inference tensor, as preprocess gives: one compile
+        x = torch.randn(1, 3, 64, 64, device=device)
+        got = model.decode_host(fwd(x))
+        want = model.decode(model(x), [(64, 64)])
+    assert len(got) == len(want) == 1 and len(got[0]) == len(want[0]) > 0
+    for field in ("boxes", "scores", "labels"):
+        torch.testing.assert_close(getattr(got[0], field), getattr(want[0], field))
+    stats = latency.measure_latency(
+        model, [raw()], input_size=64, device=device, warmup=1, iters=1, forward=fwd
+    )
+    assert stats["decode"]["n"] == 1
+
+
+def test_forward_decode_graph_on_cpu():
+    _forward_decode_matches_decode("cornernet", "cpu", "eager")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["centernet", "cornernet"])
+def test_forward_decode_cuda_graph(name):
+    _forward_decode_matches_decode(name, "cuda", "cudagraphs")
