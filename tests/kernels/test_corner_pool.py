@@ -25,6 +25,7 @@ from kernels.corner_pool import (
     _corner_pool_bwd,
     _corner_pool_fwd,
     _fused_corner_pool_fwd,
+    _lanes_layout,
 )
 
 DIRS = ["top", "bottom", "left", "right"]
@@ -137,16 +138,47 @@ def test_triton_matches_reference(shape: tuple[int, ...]) -> None:
         torch.testing.assert_close(gx, gx_ref)
 
 
-@pytest.mark.parametrize("block_t,unroll", [(2, 3), (4, 1)], ids=str)
-def test_triton_small_blocks(block_t: int, unroll: int) -> None:
-    # many strips across T and many unrolled trips along S, with partial last ones
+# (layout, BLOCK_T, UNROLL): rows: vectors of BLOCK_T lines, UNROLL rows per tile; lanes:
+# BLOCK_T lines per program, chunks of UNROLL scan positions (4 per lane); powers of two but
+# the rows' UNROLL
+SMALL_BLOCKS = [("rows", 2, 3), ("rows", 4, 1), ("lanes", 2, 4), ("lanes", 4, 8), ("lanes", 1, 16)]
+GPU_DEFAULTS = [("rows", 64, 8), ("lanes", 4, 128)]  # what _launch_lines picks on a GPU
+
+
+@pytest.mark.parametrize("layout,block_t,unroll", SMALL_BLOCKS + GPU_DEFAULTS, ids=str)
+def test_triton_small_blocks(layout: str, block_t: int, unroll: int) -> None:
+    # both layouts in every direction (the launcher picks lanes for a contiguous scan axis
+    # only), many strips across T and many trips or chunks along S, with partial last ones:
+    # (1, 2, 7, 9) -> lanes chunks of 4 and 8 carry the scan from chunk to chunk
     x, grad = _ties((1, 2, 7, 9))
+    lanes = layout == "lanes"
     for direction, (dim, reverse) in DIRECTIONS.items():
         y_ref, gx_ref = _fwd_bwd(corner_pool_reference, x, grad, direction)
-        y = _corner_pool_fwd(x, dim, reverse, block_t=block_t, unroll=unroll)
-        gx = _corner_pool_bwd(y, grad, dim, reverse, block_t=block_t, unroll=unroll)
+        y = _corner_pool_fwd(x, dim, reverse, block_t=block_t, unroll=unroll, lanes=lanes)
+        gx = _corner_pool_bwd(y, grad, dim, reverse, block_t, unroll, lanes=lanes)
         assert torch.equal(y, y_ref), direction
         assert torch.equal(gx, gx_ref), direction
+
+
+def test_triton_lanes_float_gradients_close() -> None:
+    # random floats: the lanes backward adds a run's dy in another order than the reference
+    x, grad = torch.randn(1, 2, 5, 37), torch.randn(1, 2, 5, 37)
+    for direction in ("left", "right"):
+        dim, reverse = DIRECTIONS[direction]
+        y_ref, gx_ref = _fwd_bwd(corner_pool_reference, x, grad, direction)
+        y = _corner_pool_fwd(x, dim, reverse, unroll=8, lanes=True)
+        gx = _corner_pool_bwd(y, grad, dim, reverse, unroll=8, lanes=True)
+        assert torch.equal(y, y_ref), direction
+        torch.testing.assert_close(gx, gx_ref)
+
+
+def test_layout_follows_the_contiguous_axis() -> None:
+    # coalescing: vectors along W for every direction of NCHW, along H when H is contiguous
+    x = torch.empty(1, 2, 5, 6)
+    assert [_lanes_layout(x, d) for d in (2, 3)] == [False, True]
+    assert [_lanes_layout(x.transpose(2, 3), d) for d in (2, 3)] == [True, False]
+    assert not _lanes_layout(x.contiguous(memory_format=torch.channels_last), 3)
+    assert not _lanes_layout(torch.empty(1, 2, 5, 1), 3)  # a scan of length 1: rows
 
 
 VIEWS = {
@@ -175,13 +207,18 @@ def test_triton_non_contiguous(layout: str) -> None:
         torch.testing.assert_close(gx, gx_ref)
 
 
-def test_triton_nan_propagates_like_torch() -> None:
-    x = torch.randn(1, 2, 6, 5)
+@pytest.mark.parametrize("layout,block_t,unroll", [(None, None, None), *SMALL_BLOCKS], ids=str)
+def test_triton_nan_propagates_like_torch(layout: str | None, block_t, unroll) -> None:
+    x = torch.randn(1, 2, 6, 9)
     x[0, 1, 2, 3] = float("nan")
-    for direction in DIRS:
-        torch.testing.assert_close(
-            _triton(x, direction), corner_pool_reference(x, direction), equal_nan=True
-        )
+    lanes = None if layout is None else layout == "lanes"
+    for direction, (dim, reverse) in DIRECTIONS.items():
+        y = _corner_pool_fwd(x, dim, reverse, block_t, unroll, lanes=lanes)
+        torch.testing.assert_close(y, corner_pool_reference(x, direction), equal_nan=True)
+    for corner, (dir_a, dir_b) in CORNERS.items():
+        out, _, _ = _fused_corner_pool_fwd(x, x.flip(2, 3), corner == "tl", False, unroll)
+        want = corner_pool_reference(x, dir_a) + corner_pool_reference(x.flip(2, 3), dir_b)
+        torch.testing.assert_close(out, want, equal_nan=True)
 
 
 def test_empty_inputs() -> None:
@@ -240,16 +277,31 @@ def test_fused_matches_composed_references(corner: str, shape: tuple[int, ...]) 
         assert torch.equal(fused_corner_pool(a, b, corner, backend="triton"), want)
 
 
+@pytest.mark.parametrize("unroll", [1, 3], ids=str)
 @pytest.mark.parametrize("corner", ["tl", "br"], ids=str)
-def test_fused_small_blocks_channels_last(corner: str) -> None:
+def test_fused_small_blocks_channels_last(corner: str, unroll: int) -> None:
+    # rows of the plane per tile: 1, or 3 of 9 with a partial last tile; strided rows
     a = torch.randn(1, 3, 9, 6).contiguous(memory_format=torch.channels_last)
     b = torch.randn(1, 3, 6, 9).transpose(2, 3)
     dir_a, dir_b = CORNERS[corner]
     want = corner_pool_reference(a, dir_a) + corner_pool_reference(b, dir_b)
-    out, ya, yb = _fused_corner_pool_fwd(a, b, corner == "tl", True, block=2, unroll=3)
+    out, ya, yb = _fused_corner_pool_fwd(a, b, corner == "tl", True, unroll=unroll)
     torch.testing.assert_close(out, want)
     assert torch.equal(ya, corner_pool_reference(a, dir_a))
     assert torch.equal(yb, corner_pool_reference(b, dir_b))
+
+
+@pytest.mark.parametrize("corner", ["tl", "br"], ids=str)
+def test_fused_wide_rows_compose_one_direction_passes(
+    corner: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cp = importlib.import_module("kernels.corner_pool")
+    monkeypatch.setattr(cp, "FUSED_MAX_W", 8)  # rows of 9 do not fit one program
+    (a, grad), (b, _) = _ties((1, 2, 5, 9)), _ties((1, 2, 5, 9))
+    ref = _fused_both(a, b, grad, fused_corner_pool_reference, corner)
+    got = _fused_both(a, b, grad, fused_corner_pool, corner, "triton")
+    for g, r in zip(got, ref):
+        assert torch.equal(g, r)
 
 
 # ------------------------------------------------------------------ validation and dispatch
@@ -316,20 +368,33 @@ def test_gpu_dtypes_and_large_maps(dtype: torch.dtype, shape: tuple[int, ...]) -
         torch.testing.assert_close(fused_corner_pool(x, grad, corner), want)
 
 
+# (layout, BLOCK_T, UNROLL) on a GPU: lanes chunks of 64..512 positions (one to four warps
+# of lanes, a cross-warp scan when more than 128), 130 columns: a chunk carry or a partial one
+GPU_BLOCKS = [
+    ("rows", 32, None),
+    ("rows", 64, 8),
+    ("rows", 256, 3),
+    ("lanes", 4, 128),
+    ("lanes", 1, 512),
+    ("lanes", 8, 64),
+]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("num_warps", [1, 2, 4, 8], ids=str)
 def test_gpu_num_warps(num_warps: int) -> None:
     x, grad = (t.cuda() for t in _ties((2, 3, 100, 130)))
     for direction, (dim, reverse) in DIRECTIONS.items():
         y_ref, gx_ref = _fwd_bwd(corner_pool_reference, x, grad, direction)
-        for block_t in (32, 64, 256):
-            y = _corner_pool_fwd(x, dim, reverse, block_t=block_t, num_warps=num_warps)
-            gx = _corner_pool_bwd(y, grad, dim, reverse, block_t=block_t, num_warps=num_warps)
-            assert torch.equal(y, y_ref), direction
-            assert torch.equal(gx, gx_ref), direction
+        for layout, block_t, unroll in GPU_BLOCKS:
+            lanes = layout == "lanes"
+            y = _corner_pool_fwd(x, dim, reverse, block_t, unroll, num_warps, lanes)
+            gx = _corner_pool_bwd(y, grad, dim, reverse, block_t, unroll, num_warps, lanes)
+            assert torch.equal(y, y_ref), (direction, layout, block_t, unroll)
+            assert torch.equal(gx, gx_ref), (direction, layout, block_t, unroll)
     for reverse in (True, False):
-        out, _, _ = _fused_corner_pool_fwd(x, grad, reverse, False, num_warps=num_warps)
         dir_a, dir_b = CORNERS["tl" if reverse else "br"]
-        assert torch.equal(
-            out, corner_pool_reference(x, dir_a) + corner_pool_reference(grad, dir_b)
-        )
+        want = corner_pool_reference(x, dir_a) + corner_pool_reference(grad, dir_b)
+        for unroll in (None, 1, 2, 8):
+            out, _, _ = _fused_corner_pool_fwd(x, grad, reverse, False, unroll, num_warps)
+            assert torch.equal(out, want), (reverse, unroll)
