@@ -12,8 +12,9 @@ and ptxas time (ptxas -v), shared memory, occupancy (:func:`bench.sass.occupancy
 loads and their widths, loads and bytes in flight per thread, static instruction count
 (cuobjdump -sass, :func:`bench.sass.sass_figures`), and where the kernel's loop trip counts
 are known (:data:`_MODELS`) instructions and global bytes per thread; for the corner-pooling
-kernels also instructions and bytes per element, next to the bytes per element their
-docstring counts. Per-thread figures use the first launch of a specialisation.
+and heatmap-peaks kernels also instructions and bytes per element, and for corner pooling
+the bytes per element its docstring counts. Per-thread figures use the first launch of a
+specialisation.
 
 TRITON_INTERPRET must be unset when triton is imported (it swaps JITFunctions for the
 interpreter's): :func:`aot_table` runs ``python -m bench.aot`` in a subprocess without it
@@ -62,27 +63,38 @@ class _Model:
 
 
 def _lines_model(v: dict[str, Any], warps: int, elem: int, rw: int) -> _Model:
-    trips = (math.ceil(v["S"] / v["UNROLL"]),)  # one loop over the scan axis
+    # one loop over the scan axis in both layouts; rw: elements read and written per element
+    trips = (math.ceil(v["S"] / v["UNROLL"]),)
     return _Model(trips, v["S"] * v["BLOCK_T"] / (32 * warps), rw * elem)
 
 
+def _lines_bwd_model(v: dict[str, Any], warps: int, elem: int) -> _Model:
+    # read y, dy; write dx; plus one load of a neighbouring y: per UNROLL rows (rows layout,
+    # the tile's UNROLL + 1 rows) or per block of 4 positions (lanes layout, y_after)
+    model = _lines_model(v, warps, elem, 3)
+    extra = elem / (4 if v["LANES"] else v["UNROLL"])
+    return _Model(model.trips, model.elements_per_thread, 3 * elem + extra)
+
+
 def _fused_model(v: dict[str, Any], warps: int, elem: int) -> _Model:
-    h, w, un = v["H"], v["W"], v["UNROLL"]
-    # pass 1: blocks of columns, rows; pass 2: blocks of rows, columns
-    trips = (
-        math.ceil(w / v["BLOCK_W"]),
-        math.ceil(h / un),
-        math.ceil(h / v["BLOCK_H"]),
-        math.ceil(w / un),
-    )
-    # read a, write out; read b, read out, write out (+ write both pooled maps when SAVE)
-    return _Model(trips, h * w / (32 * warps), (5 + 2 * v["SAVE"]) * elem)
+    # one pass over the plane, UNROLL whole rows per trip
+    trips = (math.ceil(v["H"] / v["UNROLL"]),)
+    # read a and b, write out (+ write both pooled maps when SAVE)
+    return _Model(trips, v["H"] * v["W"] / (32 * warps), (3 + 2 * v["SAVE"]) * elem)
+
+
+def _peaks_model(v: dict[str, Any], warps: int, elem: int) -> _Model:
+    # straight-line code: a thread handles one group of ROWS rows of a column (BLOCK groups
+    # per program); pass 1's halo and neighbour columns are loaded too, so its SASS bytes per
+    # element exceed the DRAM bytes its docstring counts (which is not compared here)
+    return _Model((), v["ROWS"] * v["BLOCK"] / (32 * warps))
 
 
 _MODELS: dict[str, Callable[[dict[str, Any], int, int], _Model]] = {
     "_corner_pool_fwd_kernel": lambda v, w, e: _lines_model(v, w, e, 2),  # read x, write y
-    "_corner_pool_bwd_kernel": lambda v, w, e: _lines_model(v, w, e, 3),  # read y, dy; write dx
+    "_corner_pool_bwd_kernel": _lines_bwd_model,
     "_fused_corner_pool_fwd_kernel": _fused_model,
+    "_heatmap_peaks_fwd_kernel": _peaks_model,
     "_decode_pairs_kernel": lambda v, w, e: _Model((math.ceil(v["K"] / v["BLOCK_J"]),)),
     "_soft_nms_fwd_kernel": lambda v, w, e: _Model(None),  # one trip per pick: data-dependent
 }

@@ -27,21 +27,38 @@ DTYPES = dtypes_from(os.environ.get("CORNERBENCH_AOT_DTYPES"))
 # Registers per thread each kernel may use at the benchmark shapes, on sm_80 and sm_90 and in
 # every dtype (measured with triton 3.8 / ptxas 12.9 in the comments). Past its budget a
 # kernel loses resident warps (64 K registers per SM: 32 registers let 64 warps fit, 64 let
-# 32, 128 let 16) or comes close to spilling (255 is the hardware limit).
+# 32, 72 let 28, 128 let 16) or comes close to spilling (255 is the hardware limit).
 REGISTER_BUDGET: dict[str, int] = {
-    # memory-bound scans, 18-32: 64 keeps at least half the warps an SM can hold
-    "_corner_pool_fwd_kernel": 64,
-    "_corner_pool_bwd_kernel": 64,
-    "_fused_corner_pool_fwd_kernel": 64,
-    # the bitonic top-128 of 1024 packed int64 keys is held in registers: 104-120, but 154
-    # for fp32 on sm_80; 160 keeps 3 CTAs of 4 warps per SM
-    "_heatmap_peaks_fwd_kernel": 160,
+    # one-warp scans holding a tile of loads (8 x 8 B or 4-8 x 16 B per thread): 42-64, but
+    # 66 for the sm_80 bottom forward (fp32) and 65 for the sm_80 right backward (lanes,
+    # fp32), 28 resident warps instead of 32; 72 admits those and nothing much wider
+    "_corner_pool_fwd_kernel": 72,
+    "_corner_pool_bwd_kernel": 72,
+    # the batch-1 fused kernel (N*C <= 1024: UNROLL = 8 whole rows of a and b in flight) uses
+    # 62-223 registers on purpose: its 256 one-warp programs are 0.1-0.2 of a wave, so the
+    # grid, not registers, limits occupancy; 232 stays clear of 255 (test_no_spills guards
+    # the rest). The batch-8 grid (UNROLL = 2) is several waves: FUSED_REGISTER_BUDGET below
+    "_fused_corner_pool_fwd_kernel": 232,
+    # two-stage peaks, one group of ROWS = 16 rows per thread: pass 1 (GATHER=False, the
+    # group's best key) 32-44, pass 2 (GATHER=True, all 16 keys held to be stored) 62-72
+    "_heatmap_peaks_fwd_kernel": 80,
     # 7 programs per image, a fraction of one wave: occupancy does not matter, spills would
     "_decode_pairs_kernel": 192,  # 168
     "_decode_gather_kernel": 64,  # 32
     # one program per class keeps its (up to 1024) boxes in registers: 160-168
     "_soft_nms_fwd_kernel": 192,
 }
+# the fused kernel launched with UNROLL = 2 (N*C > 1024, several waves): 46-64 registers, so
+# 32 one-warp programs per SM (the 32-CTA limit). 64 is that threshold, not a margin: one
+# more register would cost 4 of the 32 warps, which this test should report
+FUSED_REGISTER_BUDGET = ("_fused_corner_pool_fwd_kernel", "UNROLL=2", 64)
+
+
+def _budget(row: dict[str, Any]) -> int:
+    kernel, unroll, budget = FUSED_REGISTER_BUDGET
+    if row["kernel"] == kernel and unroll in row["variant"].split():
+        return budget
+    return REGISTER_BUDGET.get(row["kernel"], 0)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +106,7 @@ def test_no_spills(rows: list[dict[str, Any]], arch: int) -> None:
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm_{a}")
 def test_registers_within_budget(rows: list[dict[str, Any]], arch: int) -> None:
     def over(r: dict[str, Any]) -> str | None:
-        budget = REGISTER_BUDGET.get(r["kernel"], 0)
+        budget = _budget(r)
         return f"{r['regs']} registers > {budget}" if r["regs"] > budget else None
 
     assert not _failures(_compiled(rows), arch, over)
