@@ -122,20 +122,9 @@ def _heads(sizes, dtype, device, gen) -> list[torch.Tensor]:
     return [t.to(device=device, dtype=dtype) for t in heads]
 
 
-def _valid_rows(dets: torch.Tensor) -> list[torch.Tensor]:
-    """Per image, rows with score > -1 in a canonical order (rejected rows are arbitrary)."""
-    out = []
-    for rows in dets:
-        rows = rows[rows[:, 4] > -1]
-        for col in (7, 6, 5, 3, 2, 1, 0, 4):  # stable sorts: the last key is the primary one
-            rows = rows[rows[:, col].argsort(descending=True, stable=True)]
-        out.append(rows)
-    return out
-
-
 def _peaks_and_decode(sizes, dtype, device, gen) -> list[tuple[str, Callable[[], float]]]:
     from kernels import cornernet_decode, heatmap_peaks
-    from kernels.decode import cornernet_decode_reference
+    from kernels.decode import canonical_detections, cornernet_decode_reference
     from kernels.heatmap import heatmap_peaks_reference
 
     k = sizes["k"]
@@ -155,7 +144,7 @@ def _peaks_and_decode(sizes, dtype, device, gen) -> list[tuple[str, Callable[[],
         ref = cornernet_decode_reference(*[h.float() for h in heads], K=k, num_dets=sizes["dets"])
         assert got.shape == ref.shape and got.dtype == torch.float32, (got.shape, got.dtype)
         err = 0.0
-        for g, r in zip(_valid_rows(got.cpu()), _valid_rows(ref.cpu())):
+        for g, r in zip(canonical_detections(got.cpu()), canonical_detections(ref.cpu())):
             assert g.shape == r.shape, f"{g.shape[0]} valid detections, expected {r.shape[0]}"
             torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
             err = max(err, _err(g, r))

@@ -367,6 +367,19 @@ def corner_pool(x: torch.Tensor, direction: str, backend: str = "auto") -> torch
     return _CornerPoolReference.apply(x, direction)
 
 
+def corner_pool_backward(
+    y: torch.Tensor, grad: torch.Tensor, direction: str, backend: str = "auto"
+) -> torch.Tensor:
+    """dL/dx of :func:`corner_pool` from its output y and dL/dy, (N, C, H, W) each: the
+    backward both autograd paths run (the tie rule above), for callers that own the graph."""
+    _check(y, "y", direction=direction, backend=backend)
+    dim, reverse = DIRECTIONS[direction]
+    if _use_triton(y, backend):
+        return _corner_pool_bwd(y, grad, dim, reverse)
+    gs = grad if dim == 2 else grad.transpose(2, 3).contiguous()
+    return _from_scan_layout(_backward_rows(_scan_layout(y, dim), gs, reverse), dim)
+
+
 def fused_corner_pool(
     a: torch.Tensor, b: torch.Tensor, corner: str, backend: str = "auto"
 ) -> torch.Tensor:

@@ -323,3 +323,16 @@ def cornernet_decode(
     if empty or K > MAX_TRITON_K or not _use_triton(tl_heat, backend):
         return cornernet_decode_reference(*args)
     return _cornernet_decode_fwd(*args)
+
+
+def canonical_detections(dets: torch.Tensor) -> list[torch.Tensor]:
+    """Per image, the rows of ``dets`` (B, num_dets, 8) with score > -1, sorted by score
+    (descending), then by the other columns: a canonical order for comparing two decodes
+    (rejected rows are arbitrary pairs in the original, torch.topk's tie order)."""
+    out = []
+    for rows in dets:
+        rows = rows[rows[:, 4] > -1]
+        for col in (7, 6, 5, 3, 2, 1, 0, 4):  # stable sorts: the last key is the primary one
+            rows = rows[rows[:, col].argsort(descending=True, stable=True)]
+        out.append(rows)
+    return out

@@ -8,8 +8,8 @@ reference on CPU tensors and the Triton launcher on CUDA tensors.
 
     fused_corner_pool(a, b, corner, backend) -> (N, C, H, W)           kernels.corner_pool
         differentiable: the backward op recomputes pool_a(a) and pool_b(b) (public
-        corner_pool) and routes dy with the tie rule of kernels.corner_pool (the first maximum
-        met in scan order owns a run) in torch ops: a cummax of run starts, a scatter_add.
+        corner_pool) and runs corner_pool_backward on each (the same backward as the
+        autograd paths: the reference on the CPU, the Triton kernel on CUDA).
     heatmap_peaks(heat, k, kernel, backend) -> scores (B, k) float32, classes, ys, xs int64
     cornernet_decode(tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr, K, kernel,
                      ae_threshold, num_dets, backend) -> (B, num_dets, 8) float32
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.corner_pool import CORNERS, DIRECTIONS, corner_pool, fused_corner_pool
+from kernels.corner_pool import CORNERS, corner_pool, corner_pool_backward, fused_corner_pool
 from kernels.decode import cornernet_decode
 from kernels.heatmap import heatmap_peaks
 from kernels.soft_nms import batched_soft_nms
@@ -62,27 +62,6 @@ def _(a: torch.Tensor, b: torch.Tensor, corner: str, backend: str) -> torch.Tens
     return torch.empty_like(a)
 
 
-def _pool_backward(y: torch.Tensor, grad: torch.Tensor, direction: str) -> torch.Tensor:
-    """dL/dx of a one-direction pool from its output y and dL/dy: (N, C, H, W) each.
-
-    In scan order s, a run starts where s = 0 or y[s] > y[s-1]; its start owns it and
-    receives the sum of its dL/dy (kernels.corner_pool's tie rule).
-    """
-    dim, reverse = DIRECTIONS[direction]
-    if reverse:  # into scan order
-        y, grad = y.flip(dim), grad.flip(dim)
-    size = y.shape[dim]
-    start = torch.ones_like(y, dtype=torch.bool)
-    start.narrow(dim, 1, size - 1).copy_(y.narrow(dim, 1, size - 1) > y.narrow(dim, 0, size - 1))
-    shape = [1, 1, 1, 1]
-    shape[dim] = size
-    pos = torch.arange(size, device=y.device).view(shape).expand_as(y)
-    # (N, C, H, W) int64: the scan position of the run each position belongs to
-    owner = torch.where(start, pos, torch.zeros_like(pos)).cummax(dim).values
-    dx = torch.zeros_like(grad).scatter_add_(dim, owner, grad)
-    return dx.flip(dim) if reverse else dx
-
-
 @torch.library.custom_op(f"{NAMESPACE}::fused_corner_pool_backward", mutates_args=())
 def _fused_corner_pool_backward(
     a: torch.Tensor, b: torch.Tensor, grad: torch.Tensor, corner: str, backend: str
@@ -90,8 +69,8 @@ def _fused_corner_pool_backward(
     dir_a, dir_b = CORNERS[corner]
     grad = grad.to(a.dtype)
     with torch.no_grad():
-        ga = _pool_backward(corner_pool(a, dir_a, backend=backend), grad, dir_a)
-        gb = _pool_backward(corner_pool(b, dir_b, backend=backend), grad, dir_b)
+        ga = corner_pool_backward(corner_pool(a, dir_a, backend), grad, dir_a, backend)
+        gb = corner_pool_backward(corner_pool(b, dir_b, backend), grad, dir_b, backend)
     return ga, gb
 
 

@@ -8,7 +8,12 @@ import os
 import pytest
 import torch
 
-from kernels.decode import cornernet_decode, cornernet_decode_dense, cornernet_decode_reference
+from kernels.decode import (
+    canonical_detections,
+    cornernet_decode,
+    cornernet_decode_dense,
+    cornernet_decode_reference,
+)
 from kernels.heatmap import cornernet_decode as reexported
 
 HEADS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_regr", "br_regr")
@@ -20,22 +25,9 @@ def cases(fixtures_dir: str) -> dict:
     return torch.load(os.path.join(fixtures_dir, "decode.pt"), weights_only=True)["cases"]
 
 
-def _valid_rows(dets: torch.Tensor) -> list[torch.Tensor]:
-    """Per image: rows with score > -1 sorted by score (descending), then by the other columns.
-
-    Rejected rows (-1) are arbitrary pairs in the original (torch.topk's tie order)."""
-    out = []
-    for rows in dets:
-        rows = rows[rows[:, 4] > -1]
-        for col in (7, 6, 5, 3, 2, 1, 0, 4):  # stable sorts: the last key is the primary one
-            rows = rows[rows[:, col].argsort(descending=True, stable=True)]
-        out.append(rows)
-    return out
-
-
 def _assert_same_detections(got: torch.Tensor, ref: torch.Tensor, tol: float = 1e-5) -> None:
     assert got.shape == ref.shape and got.dtype == torch.float32
-    for g, r in zip(_valid_rows(got), _valid_rows(ref)):
+    for g, r in zip(canonical_detections(got), canonical_detections(ref)):
         assert g.shape == r.shape, f"{g.shape[0]} valid detections, expected {r.shape[0]}"
         torch.testing.assert_close(g, r, atol=tol, rtol=tol)
     assert bool((got[..., 4] >= -1).all())
