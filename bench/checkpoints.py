@@ -265,9 +265,6 @@ def export_zoo(entries: list[tuple[str, Mapping[str, Any]]], folder: str | os.Pa
             entry["loss_curve"] = curve.name
         for key in ("images_seen", "seconds_per_iter", "train_seconds", "final_loss"):
             entry[key] = s.get(key)
-        if entry["seconds_per_iter"] is None and s.get("train_seconds") and s.get("steps"):
-            # a run exported after it finished: its mean over the whole training
-            entry["seconds_per_iter"] = s["train_seconds"] / s["steps"]
         files[path.stem] = entry
     return write_json_atomic(manifest_path, {"files": dict(sorted(files.items()))})
 

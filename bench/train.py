@@ -229,8 +229,9 @@ def train_detector(
     defaults to the registry (``detectors.DETECTORS[name]``). ``stop_after`` ends this session
     after that many steps, as an interruption would (the run resumes on the next call).
     Returns the summary: detector, steps, total_steps, images_seen, finished,
-    seconds_per_iter (this session, first step excluded; rank 0's), final_loss (last curve
-    row), resumed_from, skipped, world_size, paths.
+    seconds_per_iter (this session, first step excluded; rank 0's; when this session timed no
+    step, e.g. a run finished before, the whole run's mean), final_loss (last curve row),
+    resumed_from, skipped, world_size, paths.
     """
     from bench.data.coco import CocoDetection
     from bench.env import git_revision
@@ -426,6 +427,8 @@ def _log_row(state: dict, cfg: TrainConfig, curve_path: Path | None) -> None:
 
 def _summary(record, cfg, state, ckpt_path, curve_path, sec, skipped, resumed_from, ctx) -> dict:
     curve = state.get("loss_curve") or []
+    if sec is None and state["step"]:  # nothing timed this session: the whole run's mean
+        sec = float(state["elapsed"]) / int(state["step"])
     return {
         "detector": record["name"],
         "backbone": record["backbone"],
