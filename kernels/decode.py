@@ -66,8 +66,10 @@ def cornernet_decode_reference(
     """
     _check(tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr, K, kernel, num_dets, "torch")
     K, kernel, num_dets = int(K), int(kernel), int(num_dets)
-    ts, tc, ty, tx = heatmap_peaks_reference(tl_heat, K, kernel)
-    bs, bc, by, bx = heatmap_peaks_reference(br_heat, K, kernel)
+    # both corner types in one call (2B, C, H, W): per-image results are the same as two
+    # calls, with half the small-op overhead that dominates on the CPU at 128 px
+    peaks = heatmap_peaks_reference(torch.cat((tl_heat, br_heat)), K, kernel)
+    (ts, bs), (tc, bc), (ty, by), (tx, bx) = (v.chunk(2) for v in peaks)
     b = torch.arange(tl_heat.shape[0], device=tl_heat.device)[:, None]  # (B, 1)
     # gather at the corners: (B, 2, H, W)[b, c, y, x] -> (B, K)
     tlx = tx + tl_regr[b, 0, ty, tx].float()

@@ -190,7 +190,7 @@ def _select_detections(
         if method != "none" and r.shape[0]:
             keep, s = batched_soft_nms(
                 b, s, c, method=method, sigma=sigma, iou_threshold=iou_threshold,
-                score_threshold=score_threshold, offset=offset, backend=backend,
+                score_threshold=score_threshold, offset=offset, backend=backend, top_k=m,
             )  # fmt: skip
             b, c = b[keep], c[keep]
         order = torch.sort(s, descending=True, stable=True).indices[:m]
@@ -223,7 +223,8 @@ def select_detections_op(
     """``torch.ops.cornerbench.select_detections`` on (B, R, 8) decoded rows (see above).
 
     Returns boxes (B, M, 4) float32, scores (B, M) float32 (highest first), labels (B, M)
-    int64 and count (B,) int64 of real detections per image; M = max_per_image.
+    int64 and count (B,) int64 of real detections per image; M = max_per_image. Soft-NMS
+    runs with ``top_k=M`` (the CPU path stops once the M best are settled: the same output).
     """
     params = (float(sigma), float(iou_threshold), float(score_threshold), float(offset))
     return _select_detections(rows, method, *params, int(max_per_image), backend)

@@ -350,6 +350,7 @@ def batched_soft_nms(
     score_threshold: float = 0.001,
     offset: float = 1.0,
     backend: str = "auto",
+    top_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft-NMS of every class in one call: exactly :func:`soft_nms_per_class`'s results.
 
@@ -362,8 +363,15 @@ def batched_soft_nms(
     per-class loop for a class whose picks tie (the original's array positions decide those)
     and for inputs outside the fast path's conditions (a score < 0 or not finite, a box not
     finite, a linear weight outside [0, 1], a class of more than about 1447 boxes).
+
+    ``top_k`` (None: everything), for callers that keep only the top_k highest rescored
+    scores: the CPU path may then stop early and return, per class, a prefix of its emission
+    that still holds every box of the top_k (exactly: the top_k of the result equal the
+    top_k of the full result, ties in the same order). The Triton path ignores it.
     """
     _check_labelled(boxes, scores, labels, method, sigma, backend)
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
     params = (method, sigma, iou_threshold, score_threshold, offset)
     if boxes.shape[0] == 0:
         return soft_nms_reference(boxes, scores, **dict(zip(_PARAMS, params)))
@@ -373,6 +381,6 @@ def batched_soft_nms(
             return _soft_nms_fwd(boxes, scores, order, sizes, max_size, params)
     b = boxes.detach().to("cpu", torch.float32).numpy()
     s = scores.detach().to("cpu", torch.float32).numpy()
-    keep, kept = batched_numpy(b, s, labels.detach().cpu().numpy(), params)
+    keep, kept = batched_numpy(b, s, labels.detach().cpu().numpy(), params, top_k)
     dev = boxes.device
     return torch.from_numpy(keep).to(dev), torch.from_numpy(kept).to(dev)

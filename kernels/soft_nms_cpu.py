@@ -13,7 +13,8 @@ into a factor matrix whose row for box p holds what picking p multiplies its cla
 Emission order and scores are exactly the loop's, because the argmax is the original's
 whenever the maximum is unique; a class whose pick ties goes through the loop instead (the
 original's array positions decide ties). CornerNet at 128 px (about 300 boxes, 9 classes):
-0.5 ms against 7 ms for the per-class loop.
+0.5 ms against 7 ms for the per-class loop; with ``top_k=100`` (CornerNet keeps 100) the
+loop stops after about 27 steps instead of 59, 0.5 -> 0.35 ms (setup is then most of it).
 """
 
 from __future__ import annotations
@@ -93,12 +94,14 @@ MAX_DENSE = 1 << 21  # float32 elements of one factor matrix (8 MiB): classes up
 _NEG, _NAN, _ONE = np.float32(-np.inf), np.float32(np.nan), np.float32(1.0)
 
 
-def batched_numpy(b, s, labels, params) -> tuple[np.ndarray, np.ndarray]:
+def batched_numpy(b, s, labels, params, top_k=None) -> tuple[np.ndarray, np.ndarray]:
     """``batched_soft_nms`` on numpy arrays: b (N, 4) and s (N,) float32, labels (N,).
 
     Classes go through :func:`_batched_dense` in groups whose factor matrix fits MAX_DENSE,
     and through the per-class loop where its conditions fail. Returns kept indices (M,) int64
     and scores (M,) float32, classes in ascending label order, each in emission order.
+    ``top_k``: a dense group may stop early once it can no longer change the top_k highest
+    scores (see :func:`_batched_dense`); each class's result is then a prefix of its own.
     """
     order = np.argsort(labels, kind="stable")  # stable: each class keeps the input order
     lab = labels[order]
@@ -123,7 +126,7 @@ def batched_numpy(b, s, labels, params) -> tuple[np.ndarray, np.ndarray]:
             lo = starts[c]
             with np.errstate(invalid="ignore"):  # -inf * 0 and NaN factors: see _batched_dense
                 got = _batched_dense(b[lo : ends[e - 1]], s[lo : ends[e - 1]], starts[c:e] - lo,
-                                     sizes[c:e], *params)  # fmt: skip
+                                     sizes[c:e], *params, top_k=top_k)  # fmt: skip
             if got is None:  # a linear weight outside [0, 1]: the loop from here on
                 fast, e = False, c
             else:
@@ -140,7 +143,7 @@ def batched_numpy(b, s, labels, params) -> tuple[np.ndarray, np.ndarray]:
     return order[idx[by_class]], val[by_class]
 
 
-def _batched_dense(b, s, starts, sizes, method, sigma, nt, thr, offset):
+def _batched_dense(b, s, starts, sizes, method, sigma, nt, thr, offset, top_k=None):
     """Every class of the label-sorted b (n, 4), s (n,) at once: one pick per class per step.
 
     State cur (R, W), W = largest class + 1: slot l of row r is box starts[r] + l with its
@@ -152,6 +155,11 @@ def _batched_dense(b, s, starts, sizes, method, sigma, nt, thr, offset):
     A box survives a step iff its new score >= min(its first score, threshold): the original
     drops a box only when a pick overlaps it, and then iff its new score < threshold; this
     needs weights in [0, 1] and scores >= 0, as the caller checks.
+    Early stop (``top_k``, a speed-up for callers that keep only the top_k highest scores):
+    a row's later picks never score above its current maximum (weights are <= 1), so once
+    top_k emitted scores exceed the largest current score of every row, no box still in
+    play can enter the top_k; the loop stops there (checked every 4th step) and every class
+    returns a prefix of its full emission.
     Returns (class, index, score) of the kept boxes, class-major and in emission order, and
     a mask of the classes where two boxes tied for a pick (left out: the original's array
     positions decide ties); None if a linear weight falls outside [0, 1].
@@ -164,11 +172,12 @@ def _batched_dense(b, s, starts, sizes, method, sigma, nt, thr, offset):
     geo[:4] = b.T
     geo[4] = (geo[2] - geo[0] + o) * (geo[3] - geo[1] + o)  # areas, as _rows
     # the pairs i < j of each class, with _soft_nms_loop's formulas (the iou is symmetric)
+    # pair q = (i, j): i repeated `after` times (a repeat, not a gather), j = i + 1 + q's
+    # rank among i's pairs; j's values gathered as 20-byte rows of the box-major copy
     after = sizes[cls] - loc - 1
-    k = np.arange(int(after.sum())) - np.repeat(np.cumsum(after) - after, after)
-    i = np.repeat(np.arange(n), after)
-    j = i + 1 + k
-    gi, gj = geo.take(i, axis=1), geo.take(j, axis=1)
+    j = np.arange(int(after.sum())) + np.repeat(np.arange(n) + 1 - np.cumsum(after) + after, after)
+    gi = np.repeat(geo, after, axis=1)
+    gj = np.ascontiguousarray(np.ascontiguousarray(geo.T).take(j, axis=0).T)
     d = np.minimum(gi[2:4], gj[2:4]) - np.maximum(gi[:2], gj[:2]) + o  # iw, ih
     overlap = (d[0] > 0) & (d[1] > 0)
     inter = d[0] * d[1]
@@ -182,11 +191,14 @@ def _batched_dense(b, s, starts, sizes, method, sigma, nt, thr, offset):
     w_ij = w_ji = np.where(overlap, w, _ONE)  # factor of box j when i is picked, and back
     low = s < np.float32(thr)
     if low.any():
-        w_ij, w_ji = np.where(overlap & low[j], _NAN, w_ij), np.where(overlap & low[i], _NAN, w_ij)
+        low_i = np.repeat(low, after)
+        w_ij, w_ji = np.where(overlap & low[j], _NAN, w_ij), np.where(overlap & low_i, _NAN, w_ij)
     fac = np.ones((n + R, W), np.float32)
+    # i and j share a class c: entry (i + c, loc j) of fac is (i + c) W + loc_i + (j - i),
+    # entry (j + c, loc i) is (j + c) W + loc_i
     flat, row = fac.reshape(-1), (np.arange(n) + cls) * W
-    flat[np.repeat(row + loc + 1, after) + k] = w_ij
-    flat[(j + cls[j]) * W + loc[i]] = w_ji
+    flat[np.repeat(row + loc - np.arange(n), after) + j] = w_ij
+    flat[np.repeat(cls * W + loc, after) + j * W] = w_ji
     flat[row + loc] = _NAN
     cur, floor = np.full((R, W), _NEG, np.float32), np.full((R, W), _NEG, np.float32)
     cur.reshape(-1)[cls * W + loc] = s
@@ -198,8 +210,10 @@ def _batched_dense(b, s, starts, sizes, method, sigma, nt, thr, offset):
     while t < W:  # the largest class finishes within W - 1 steps
         p = cur.argmax(1)  # the first maximum; ties are caught just below
         v = flat_cur[slot0 + p]
-        if not t & 3 and v.max() < 0:  # every row has finished (checked every 4th step)
-            break
+        if not t & 3:  # checked every 4th step: every row finished, or the top_k settled
+            high = v.max()
+            if high < 0 or (top_k is not None and np.count_nonzero(vals[:t] > high) >= top_k):
+                break
         np.equal(cur, v[:, None], out=gone)
         if np.count_nonzero(gone) != R:  # a tie: that class goes to the per-class loop
             tie = gone.sum(1) != 1  # (!= rather than >: never loops forever)

@@ -262,6 +262,38 @@ def test_batched_equals_per_class(case: str, method: str) -> None:
     _assert_same(batched_soft_nms(boxes, scores, labels, **kw, backend="torch"), expected)
 
 
+def _top(result, k: int) -> tuple[list, list]:
+    """The k highest scores of a batched result, ties in result order (as select_detections)."""
+    order = torch.sort(result[1], descending=True, stable=True).indices[:k]
+    return result[0][order].tolist(), result[1][order].tolist()
+
+
+@pytest.mark.parametrize("method", ["hard", "linear", "gaussian"])
+@pytest.mark.parametrize("case", list(BATCHED_CASES))
+@pytest.mark.parametrize("top_k", [1, 7, 40])
+def test_batched_top_k_stops_early_with_the_same_top_k(case: str, method: str, top_k: int):
+    """top_k: per class a prefix of the full emission, and the same top_k boxes and order."""
+    n, classes, grid, thr = BATCHED_CASES[case]
+    boxes, scores, labels = _labelled(n, classes, seed=len(case), grid=grid)
+    kw = dict(method=method, score_threshold=thr, backend="torch")
+    full = batched_soft_nms(boxes, scores, labels, **kw)
+    got = batched_soft_nms(boxes, scores, labels, **kw, top_k=top_k)
+    assert _top(got, top_k) == _top(full, top_k)
+    for c in labels.unique().tolist():  # each class: a prefix of its full emission
+        mine, all_ = (r[0][labels[r[0]] == c].tolist() for r in (got, full))
+        assert mine == all_[: len(mine)]
+    if method == "gaussian" and top_k < 40 and case != "ties":  # tied classes run the loop
+        # gaussian keeps most boxes: the early stop must leave some out
+        assert got[0].shape[0] < full[0].shape[0]
+
+
+def test_batched_top_k_bad_value_raises() -> None:
+    boxes, scores, labels = _labelled(10, 2, seed=1)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="top_k must be None or an int >= 1"):
+            batched_soft_nms(boxes, scores, labels, top_k=bad)
+
+
 def test_batched_labels_not_contiguous_nor_sorted() -> None:
     boxes, scores, labels = _labelled(60, 6, seed=5)
     values = torch.tensor([90, -7, 3, 1000, 0, 41])  # gaps, a negative label, unsorted
