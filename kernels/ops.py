@@ -190,7 +190,7 @@ def _select_detections(
         if method != "none" and r.shape[0]:
             keep, s = batched_soft_nms(
                 b, s, c, method=method, sigma=sigma, iou_threshold=iou_threshold,
-                score_threshold=score_threshold, offset=offset, backend=backend, top_k=m,
+                score_threshold=score_threshold, offset=offset, backend=backend, top_k=max(m, 1),
             )  # fmt: skip
             b, c = b[keep], c[keep]
         order = torch.sort(s, descending=True, stable=True).indices[:m]
