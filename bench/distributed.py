@@ -6,12 +6,12 @@ sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT
 gloo for the CPU) when ``WORLD_SIZE > 1``. Without torchrun everything here is a no-op on a
 single process (rank 0 of 1), so the same code path serves both.
 
-- Training (:mod:`bench.train`): :func:`wrap_model` (SyncBatchNorm on request, then
+- Training (:mod:`bench.train.loop`): :func:`wrap_model` (SyncBatchNorm on request, then
   ``DistributedDataParallel``); every rank takes its micro-batches of each global batch
   (:mod:`bench.data.stream`); loss values and the "save now" votes are summed across ranks
   in one :func:`all_reduce_sum` per step; rank 0 writes checkpoints while the others wait
   at a :func:`barrier`.
-- Evaluation (:mod:`bench.run_measure`): :func:`shard` gives rank ``r`` the items ``r::W`` of
+- Evaluation (:mod:`bench.measure.detector`): :func:`shard` gives rank ``r`` the items ``r::W`` of
   a list (the evaluation batches); :func:`gather_to_main` collects the detections on rank 0,
   which evaluates once.
 - :func:`on_main` runs setup work (data generation, output folders) on rank 0 and hands its

@@ -27,13 +27,15 @@ of dense detectors are in :mod:`detectors.dense`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 __all__ = [
+    "float32_outputs",
     "Detections",
     "Detector",
     "check_image_sizes",
@@ -96,6 +98,17 @@ class Detector(nn.Module):
     def head_parameters(self) -> int:
         """Everything that is not the shared backbone: necks, extra levels, heads."""
         return sum(p.numel() for p in self.parameters()) - self.backbone_parameters()
+
+
+def float32_outputs(obj: Any) -> Any:
+    """Floating tensors in nested dicts/lists/tuples -> float32 (decoding runs in float32)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.float() if obj.is_floating_point() else obj
+    if isinstance(obj, Mapping):
+        return {k: float32_outputs(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(float32_outputs(v) for v in obj)
+    return obj
 
 
 def check_images(images: object, name: str = "images") -> torch.Tensor:

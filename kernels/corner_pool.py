@@ -15,10 +15,12 @@ equal maximum FARTHEST from the output, as in the original CornerNet and mmcv; t
 gives it to the nearest one (`corner_pool_cummax` agrees in the forward pass only). NaN
 propagates forward as in torch.maximum; gradients of inputs holding NaN are unspecified.
 
-Public: corner_pool(x, direction, backend="auto"), fused_corner_pool(a, b, corner, backend),
-corner_pool_reference, fused_corner_pool_reference (the specification and CPU path). The
-benchmark baselines corner_pool_cummax and corner_pool_loop are in kernels.corner_pool_baselines.
-backend="auto" runs Triton on CUDA tensors and the torch reference on CPU tensors.
+Public: corner_pool(x, direction, backend="auto"), corner_pool_backward(y, grad, direction,
+backend), fused_corner_pool(a, b, corner, backend), corner_pool_reference and
+fused_corner_pool_reference (the specification and CPU path). The benchmark baselines
+corner_pool_cummax and corner_pool_loop are in kernels.corner_pool_baselines.
+backend="auto" runs Triton on CUDA float16/bfloat16/float32 tensors, the torch reference
+otherwise (the rule for every op: kernels._backend).
 
 Triton: a program owns whole lines across the scan axis and walks the scan axis in tiles, each
 loaded before anything is stored (the compiler keeps a load after a store through another
@@ -56,11 +58,11 @@ cummax 85: the transposes cost it there).
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import triton
 
+from kernels._backend import check_backend, check_float_tensor, use_triton
 from kernels._corner_pool_kernels import (
     _corner_pool_bwd_kernel,
     _corner_pool_fwd_kernel,
@@ -76,7 +78,6 @@ DIRECTIONS: dict[str, tuple[int, bool]] = {
 }
 # corner -> (direction applied to a, direction applied to b)
 CORNERS: dict[str, tuple[str, str]] = {"tl": ("top", "left"), "br": ("bottom", "right")}
-BACKENDS = ("auto", "triton", "torch")
 
 
 # ---------------------------------------------------------------- torch reference
@@ -162,16 +163,10 @@ def fused_corner_pool_reference(a: torch.Tensor, b: torch.Tensor, corner: str) -
 def _check(
     x: torch.Tensor, name: str, direction: str | None = None, backend: str = "torch"
 ) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{name}: expected 4 dims (N, C, H, W), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating-point dtype, got {x.dtype}")
+    check_float_tensor(x, name, "N, C, H, W")
     if direction is not None and direction not in DIRECTIONS:
         raise ValueError(f"direction: expected one of {sorted(DIRECTIONS)}, got {direction!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, corner: str) -> tuple[str, str]:
@@ -185,20 +180,6 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, corner: str) -> tuple[str, str
     if corner not in CORNERS:
         raise ValueError(f"corner: expected one of {sorted(CORNERS)}, got {corner!r}")
     return CORNERS[corner]
-
-
-def _use_triton(x: torch.Tensor, backend: str) -> bool:
-    """Pick the backend: "auto" takes Triton for CUDA fp16/bf16/fp32 tensors, torch otherwise."""
-    supported = x.dtype in (torch.float16, torch.bfloat16, torch.float32)
-    if backend != "triton":
-        return backend == "auto" and x.is_cuda and supported
-    if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(
-            f"backend='triton' needs a CUDA tensor or TRITON_INTERPRET=1, got {x.device}"
-        )
-    if not supported:
-        raise ValueError(f"backend='triton' supports float16, bfloat16, float32, got {x.dtype}")
-    return True
 
 
 # ---------------------------------------------------------------- Triton launchers
@@ -358,11 +339,12 @@ def corner_pool(x: torch.Tensor, direction: str, backend: str = "auto") -> torch
     """Corner pooling along one direction. x: (N, C, H, W) float -> (N, C, H, W).
 
     direction: "top", "bottom", "left" or "right" (see the module docstring).
-    backend: "auto" (Triton for CUDA tensors, torch otherwise), "triton" or "torch".
+    backend: "auto" (Triton for CUDA fp16/bf16/fp32 tensors, torch otherwise), "triton" or
+    "torch" (see kernels._backend).
     The output is saved for the backward: modifying it in place makes autograd raise.
     """
     _check(x, "x", direction=direction, backend=backend)
-    if _use_triton(x, backend):
+    if use_triton(x, backend):
         return _CornerPoolTriton.apply(x, direction)
     return _CornerPoolReference.apply(x, direction)
 
@@ -374,7 +356,7 @@ def corner_pool_backward(
     backward both autograd paths run (the tie rule above), for callers that own the graph."""
     _check(y, "y", direction=direction, backend=backend)
     dim, reverse = DIRECTIONS[direction]
-    if _use_triton(y, backend):
+    if use_triton((y, grad), backend):
         return _corner_pool_bwd(y, grad, dim, reverse)
     gs = grad if dim == 2 else grad.transpose(2, 3).contiguous()
     return _from_scan_layout(_backward_rows(_scan_layout(y, dim), gs, reverse), dim)
@@ -389,6 +371,6 @@ def fused_corner_pool(
     """
     dir_a, dir_b = _check_pair(a, b, corner)
     _check(a, "a", backend=backend)
-    if _use_triton(a, backend):
+    if use_triton((a, b), backend):
         return _FusedCornerPoolTriton.apply(a, b, corner)
     return _CornerPoolReference.apply(a, dir_a) + _CornerPoolReference.apply(b, dir_b)

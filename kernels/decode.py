@@ -37,14 +37,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.heatmap import (
-    BACKENDS,
-    MAX_TRITON_K,
-    _heatmap_peaks_fwd,
-    _is_int,
-    _use_triton,
-    heatmap_peaks_reference,
-)
+from kernels._backend import check_backend, check_float_tensor, is_int, use_triton
+from kernels.heatmap import _heatmap_peaks_fwd, _triton_k_limit, heatmap_peaks_reference
 
 
 # ---------------------------------------------------------------- torch reference
@@ -267,12 +261,7 @@ def _check(tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr, K, kernel, num_de
     named = {"tl_heat": tl_heat, "br_heat": br_heat, "tl_tag": tl_tag, "br_tag": br_tag}
     named.update(tl_regr=tl_regr, br_regr=br_regr)
     for name, t in named.items():
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{name}: expected 4 dims (B, C, H, W), got shape {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise ValueError(f"{name}: expected a floating-point dtype, got {t.dtype}")
+        check_float_tensor(t, name, "B, C, H, W")
         if t.device != tl_heat.device:
             raise ValueError(
                 f"{name}: expected device {tl_heat.device} (as tl_heat), got {t.device}"
@@ -285,14 +274,13 @@ def _check(tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr, K, kernel, num_de
                 f"{name}: expected shape {(bsz, ch, h, w)} to match tl_heat "
                 f"{tuple(tl_heat.shape)}, got {tuple(named[name].shape)}"
             )
-    if not _is_int(K) or not 1 <= K <= c * h * w:
+    if not is_int(K) or not 1 <= K <= c * h * w:
         raise ValueError(f"K: expected an int in [1, C*H*W = {c * h * w}], got {K!r}")
-    if not _is_int(num_dets) or not 0 <= num_dets <= K * K:
+    if not is_int(num_dets) or not 0 <= num_dets <= K * K:
         raise ValueError(f"num_dets: expected an int in [0, K*K = {K * K}], got {num_dets!r}")
-    if not _is_int(kernel) or kernel < 1 or kernel % 2 == 0:
+    if not is_int(kernel) or kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"kernel: expected an odd int >= 1, got {kernel!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)
 
 
 def cornernet_decode(
@@ -313,16 +301,16 @@ def cornernet_decode(
     tl_heat, br_heat: (B, C, H, W) logits; tl_tag, br_tag: (B, 1, H, W) embeddings;
     tl_regr, br_regr: (B, 2, H, W) offsets (x, y). Any float dtype and strides; not modified.
     Rows: x1, y1, x2, y2 (heatmap coordinates), score (-1: rejected pair), tl score, br score,
-    class. backend: "auto" (Triton for CUDA tensors, the reference otherwise), "triton" or
-    "torch". See the module docstring for the maths and the limits on K and num_dets.
+    class. backend: "auto" (Triton for CUDA fp16/bf16/fp32 tensors and K <= 1024, the reference
+    otherwise), "triton" or "torch" (see kernels._backend). See the module docstring for the
+    maths and the limits on K and num_dets.
     """
     _check(tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr, K, kernel, num_dets, backend)
     K, kernel, num_dets = int(K), int(kernel), int(num_dets)
-    if K > MAX_TRITON_K and backend == "triton":
-        raise ValueError(f"K: backend='triton' supports K <= {MAX_TRITON_K}, got {K}")
-    args = (tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr, K, kernel, ae_threshold, num_dets)
+    heads = (tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr)
+    args = (*heads, K, kernel, ae_threshold, num_dets)
     empty = tl_heat.shape[0] == 0
-    if empty or K > MAX_TRITON_K or not _use_triton(tl_heat, backend):
+    if empty or not use_triton(heads, backend, _triton_k_limit("K", K)):
         return cornernet_decode_reference(*args)
     return _cornernet_decode_fwd(*args)
 

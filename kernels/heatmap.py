@@ -19,7 +19,6 @@ whose sigmoids round to the same float32 (saturated peaks) tie exactly as in the
 Public functions:
     heatmap_peaks(heat_logits, k, kernel=3, backend="auto") -> scores, classes, ys, xs (B, k)
     heatmap_peaks_reference(heat_logits, k, kernel=3)       the torch specification / CPU path
-    cornernet_decode (re-exported from kernels.decode, imported lazily)
 
 Triton path, an exact two-stage top-k (keys are unique, so "the k largest" is one set):
     key = (float32 bits of p) << 32 | (2**32 - 1 - n)     (int64; p >= 0, so bits order like p)
@@ -49,14 +48,14 @@ platform's max (NaN-propagating in the interpreter, NaN-ignoring on a GPU).
 
 from __future__ import annotations
 
-import numbers
 import os
 
 import torch
 import triton
 import triton.language as tl
 
-BACKENDS = ("auto", "triton", "torch")
+from kernels._backend import check_backend, check_float_tensor, is_int, use_triton
+
 _LOW32 = 0xFFFFFFFF
 # Largest per-image top-k the Triton path takes: pass 2 and the final topk handle k * ROWS
 # keys per image, so this is an API limit (cornernet_decode follows it), not a register one.
@@ -314,44 +313,25 @@ def _heatmap_peaks_fwd(
 
 
 # ---------------------------------------------------------------- public
-def _is_int(v) -> bool:
-    """A Python or numpy integer, not a bool."""
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
 def _check(heat: torch.Tensor, k: int, kernel: int, backend: str) -> None:
-    if not isinstance(heat, torch.Tensor):
-        raise ValueError(f"heat_logits: expected a torch.Tensor, got {type(heat).__name__}")
-    if heat.dim() != 4:
-        raise ValueError(
-            f"heat_logits: expected 4 dims (B, C, H, W), got shape {tuple(heat.shape)}"
-        )
-    if not heat.is_floating_point():
-        raise ValueError(f"heat_logits: expected a floating-point dtype, got {heat.dtype}")
+    check_float_tensor(heat, "heat_logits", "B, C, H, W")
     total = heat.shape[1] * heat.shape[2] * heat.shape[3]
     if total == 0:
         raise ValueError(f"heat_logits: expected C*H*W > 0, got shape {tuple(heat.shape)}")
     if total >= 2**31:
         raise ValueError(f"heat_logits: C*H*W must be < 2**31, got {total}")
-    if not _is_int(k) or not 0 <= k <= total:
+    if not is_int(k) or not 0 <= k <= total:
         raise ValueError(f"k: expected an int in [0, C*H*W = {total}], got {k!r}")
-    if not _is_int(kernel) or kernel < 1 or kernel % 2 == 0:
+    if not is_int(kernel) or kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"kernel: expected an odd int >= 1, got {kernel!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)
 
 
-def _use_triton(x: torch.Tensor, backend: str) -> bool:
-    """Pick the backend; "triton" on a CPU tensor needs TRITON_INTERPRET=1."""
-    if backend == "torch" or (backend == "auto" and not x.is_cuda):
-        return False
-    if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(
-            f"backend='triton' needs a CUDA tensor (or TRITON_INTERPRET=1), got {x.device}"
-        )
-    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"backend='triton' supports float16, bfloat16, float32, got {x.dtype}")
-    return True
+def _triton_k_limit(name: str, k: int) -> str | None:
+    """None when the Triton path takes ``k``, else the ValueError message for backend="triton"."""
+    if k <= MAX_TRITON_K:
+        return None
+    return f"{name}: backend='triton' supports {name} <= {MAX_TRITON_K}, got {k}"
 
 
 def heatmap_peaks(
@@ -361,24 +341,15 @@ def heatmap_peaks(
 
     heat_logits: (B, C, H, W) logits, any float dtype and strides; not modified.
     k: 0 <= k <= C*H*W (ValueError otherwise); kernel: odd NMS window size (1 disables NMS).
-    backend: "auto" (Triton for CUDA tensors, the reference otherwise), "triton" or "torch".
+    backend: "auto" (Triton for CUDA fp16/bf16/fp32 tensors, the reference otherwise), "triton"
+    or "torch" (see kernels._backend).
     Returns scores (B, k) float32 in descending order (ties: lower flat index first), and
     classes, ys, xs (B, k) int64. Slots past the number of peaks hold score-0 positions.
     The Triton path takes k <= MAX_TRITON_K (1024); "auto" uses the reference above that.
     """
     _check(heat_logits, k, kernel, backend)
     k, kernel = int(k), int(kernel)
-    if k > MAX_TRITON_K and backend == "triton":
-        raise ValueError(f"k: backend='triton' supports k <= {MAX_TRITON_K}, got {k}")
     empty = k == 0 or heat_logits.shape[0] == 0
-    if empty or k > MAX_TRITON_K or not _use_triton(heat_logits, backend):
+    if empty or not use_triton(heat_logits, backend, _triton_k_limit("k", k)):
         return heatmap_peaks_reference(heat_logits, k, kernel)
     return _heatmap_peaks_fwd(heat_logits, k, kernel)
-
-
-def __getattr__(name: str):  # PEP 562: lazy re-export avoids an import cycle with decode.py
-    if name == "cornernet_decode":
-        from kernels.decode import cornernet_decode
-
-        return cornernet_decode
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -54,16 +54,14 @@ MAX_DENSE factors.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 import triton
 import triton.language as tl
 
+from kernels._backend import check_backend, use_triton
 from kernels.soft_nms_cpu import METHODS, _rows, _soft_nms_loop, batched_numpy
 
-BACKENDS = ("auto", "triton", "torch")
 MAX_TRITON_BOXES = 8192  # boxes per class that one Triton program keeps in registers
 _PARAMS = ("method", "sigma", "iou_threshold", "score_threshold", "offset")
 
@@ -238,25 +236,18 @@ def _check(boxes, scores, labels, method, sigma, backend) -> None:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
     if not sigma > 0:
         raise ValueError(f"sigma: expected a positive float, got {sigma!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)
 
 
-def _use_triton(x: torch.Tensor, backend: str, max_size: int) -> bool:
-    """Pick the backend; "triton" on a CPU tensor needs TRITON_INTERPRET=1."""
-    too_big = max_size > MAX_TRITON_BOXES
-    if backend == "torch" or (backend == "auto" and (not x.is_cuda or too_big)):
-        return False
-    if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(
-            f"backend='triton' needs a CUDA tensor (or TRITON_INTERPRET=1), got {x.device}"
-        )
-    if too_big:
-        raise ValueError(
+def _use_triton(boxes: torch.Tensor, scores: torch.Tensor, backend: str, max_size: int) -> bool:
+    """kernels._backend.use_triton with the limit of MAX_TRITON_BOXES boxes per class."""
+    limit = None
+    if max_size > MAX_TRITON_BOXES:
+        limit = (
             f"boxes: backend='triton' takes at most {MAX_TRITON_BOXES} boxes per class, "
             f"got {max_size}"
         )
-    return True
+    return use_triton((boxes, scores), backend, limit)
 
 
 def _check_labelled(boxes, scores, labels, method, sigma, backend) -> None:
@@ -289,14 +280,15 @@ def soft_nms(
     method: "gaussian" (weight exp(-iou^2 / sigma)), "linear" (1 - iou above iou_threshold)
     or "hard" (0 above iou_threshold); boxes whose score falls below score_threshold are
     dropped; offset 1.0 is the original's "+1 pixel" width/height convention.
-    backend: "auto" (Triton for CUDA tensors, the reference otherwise), "triton" or "torch".
+    backend: "auto" (Triton for CUDA fp16/bf16/fp32 tensors, the reference otherwise), "triton"
+    or "torch" (see kernels._backend).
     Returns kept indices (M,) int64 in emission order and their rescored scores (M,) float32.
     Inputs are not modified.
     """
     _check(boxes, scores, None, method, sigma, backend)
     params = (method, sigma, iou_threshold, score_threshold, offset)
     n = boxes.shape[0]
-    if n == 0 or not _use_triton(boxes, backend, n):
+    if n == 0 or not _use_triton(boxes, scores, backend, n):
         return soft_nms_reference(boxes, scores, **dict(zip(_PARAMS, params)))
     order = torch.arange(n, device=boxes.device)
     sizes = torch.tensor([n], device=boxes.device)
@@ -329,7 +321,7 @@ def soft_nms_per_class(
     if boxes.shape[0] == 0:
         return soft_nms_reference(boxes, scores, **dict(zip(_PARAMS, params)))
     order, sizes, max_size = _segments(labels)
-    if _use_triton(boxes, backend, max_size):
+    if _use_triton(boxes, scores, backend, max_size):
         return _soft_nms_fwd(boxes, scores, order, sizes, max_size, params)
     keeps, kept = [], []
     for members in torch.split(order, sizes.tolist()):
@@ -357,7 +349,8 @@ def batched_soft_nms(
     boxes (N, 4) xyxy, scores (N,) floats, labels (N,) integers (any values, in any order).
     Returns kept indices (M,) int64 and rescored scores (M,) float32, classes in ascending
     label order, each class in emission order; the parameters are :func:`soft_nms`'s.
-    Triton (CUDA tensors under "auto"): one program per class, as :func:`soft_nms_per_class`.
+    Triton (CUDA fp16/bf16/fp32 tensors under "auto"): one program per class, as
+    :func:`soft_nms_per_class`.
     torch: numpy on the CPU (CUDA inputs are copied there and the results back), every class
     at once, one pick per class per step (see the module docstring), falling back to the
     per-class loop for a class whose picks tie (the original's array positions decide those)
@@ -377,7 +370,7 @@ def batched_soft_nms(
         return soft_nms_reference(boxes, scores, **dict(zip(_PARAMS, params)))
     if backend != "torch" and (boxes.is_cuda or backend == "triton"):
         order, sizes, max_size = _segments(labels)
-        if _use_triton(boxes, backend, max_size):
+        if _use_triton(boxes, scores, backend, max_size):
             return _soft_nms_fwd(boxes, scores, order, sizes, max_size, params)
     b = boxes.detach().to("cpu", torch.float32).numpy()
     s = scores.detach().to("cpu", torch.float32).numpy()

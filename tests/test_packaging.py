@@ -18,6 +18,20 @@ def test_package_resolves_to_this_repository(name: str) -> None:
     assert Path(module.__file__).resolve().parent == REPO / name
 
 
+def test_every_package_folder_is_declared_in_pyproject() -> None:
+    """A wheel install carries only the declared packages: a new folder must be listed."""
+    import tomllib
+
+    declared = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+                   ["packages"])  # fmt: skip
+    found = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for top in ("kernels", "detectors", "bench")
+        for init in (REPO / top).rglob("__init__.py")
+    }
+    assert found == declared
+
+
 def test_cli_help_lists_subcommands() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, check=True

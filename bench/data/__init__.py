@@ -4,7 +4,7 @@
 - ``bench.data.coco``: ``CocoDetection`` (synthetic and COCO 2017 layouts);
 - ``bench.data.transforms``: ``Letterbox``, ``invert_boxes``, augmentations, ``Compose``,
   ``collate_detection``;
-- ``bench.data.card``: dataset cards; ``bench.data.cli``: ``python -m bench data``.
+- ``bench.data.card``: dataset cards; ``bench.commands.data``: ``python -m bench data``.
 
 Names are imported lazily, so the CLI does not pay for torch when it only generates images.
 """

@@ -64,7 +64,7 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
 def build_train_transforms(cfg: Any) -> Callable[..., tuple[torch.Tensor, dict]]:
     """Letterbox to ``cfg.input_size``, then the augmentations switched on in ``cfg``.
 
-    ``cfg`` is a :class:`bench.train.TrainConfig` (``input_size``, ``scale_crop``,
+    ``cfg`` is a :class:`bench.train.loop.TrainConfig` (``input_size``, ``scale_crop``,
     ``scale_range``, ``flip``, ``color_jitter`` are read).
     """
     from bench.data.transforms import (

@@ -1,4 +1,5 @@
-"""``bench.analyze``: the evaluation loop it shares with ``bench run`` and its transform hook."""
+"""``bench.measure.analysis``: the evaluation loop it shares with ``bench run``, its transform
+hook."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.analyze import evaluate_images
 from bench.data.synthetic import generate_synthetic
+from bench.measure.analysis import evaluate_images
 from detectors import build_detector
 
 

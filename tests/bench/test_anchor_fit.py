@@ -11,10 +11,8 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from bench.anchor_coverage import anchor_coverage, best_anchor_iou, load_boxes
-from bench.anchor_fit import (
-    ANCHOR_ABLATIONS,
-    ANCHOR_DETECTORS,
+from bench.anchors.coverage import anchor_coverage, best_anchor_iou, load_boxes
+from bench.anchors.fit import (
     fit_levels,
     fit_priors,
     kmeans_iou,
@@ -22,6 +20,7 @@ from bench.anchor_fit import (
 )
 from bench.cli import main
 from bench.data.synthetic import generate_synthetic
+from bench.spec import ANCHOR_ABLATIONS, ANCHOR_DETECTORS
 from detectors import build_detector
 
 K = 3
@@ -109,7 +108,7 @@ def test_coverage_equals_a_hand_count() -> None:
 
 
 def test_best_anchor_iou_in_blocks_matches_one_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
-    import bench.anchor_coverage as cov
+    import bench.anchors.coverage as cov
 
     anchors, _ = build_detector("retinanet", K).anchor_grid(64, 64)
     xy = torch.rand(37, 2) * 50
@@ -179,8 +178,8 @@ def test_anchors_keyword_errors_and_explicit_fields_win() -> None:
 
 
 def test_paper_anchor_ablations_resolve_in_run_and_train() -> None:
-    from bench.run import Variant, select_variants
-    from bench.train_cli import _ablations, _detector_names
+    from bench.measure.suite import select_variants
+    from bench.spec import Variant, named_variants, parse_detectors
 
     assert ("retinanet-paper-anchors", "retinanet", {"anchors": "paper"}) in ANCHOR_ABLATIONS
     builders = {"retinanet": build_detector, "cornernet": build_detector}
@@ -201,9 +200,10 @@ def test_paper_anchor_ablations_resolve_in_run_and_train() -> None:
     assert "retinanet-paper-anchors" not in {
         v.name for v in select_variants("retinanet", builders, ablations=False, has_weights=have)
     }
-    assert _detector_names("yolov3-paper-anchors") == ["yolov3-paper-anchors"]
-    assert _ablations()["yolov3-paper-anchors"] == ("yolov3", {"anchors": "paper"})
-    assert _ablations()["cornernet-no-gaussian"] == ("cornernet", {"gaussian_bump": False})
+    # bench train resolves the same names (bench.spec.parse_detectors)
+    assert [v.name for v in parse_detectors("yolov3-paper-anchors")] == ["yolov3-paper-anchors"]
+    assert named_variants()["yolov3-paper-anchors"] == ("yolov3", {"anchors": "paper"})
+    assert named_variants()["cornernet-no-gaussian"] == ("cornernet", {"gaussian_bump": False})
 
 
 # ---------------------------------------------------------------- level fit and the CLI

@@ -8,7 +8,6 @@ import re
 import pytest
 
 import detectors
-from bench.anchors import anchor_counts
 from bench.cli import main
 
 # (detector, input size, anchors per image at preset "paper"), from the papers
@@ -28,8 +27,6 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
 
 @pytest.mark.parametrize(("name", "size", "expected"), PAPER, ids=[p[0] for p in PAPER])
 def test_paper_counts(capsys: pytest.CaptureFixture[str], name: str, size: int, expected: int):
-    if not detectors.is_available(name):
-        pytest.skip(f"{name} not available yet")
     out = _json(capsys, "--detectors", name, "--size", str(size), str(size), "--preset", "paper")
     assert out == {name: expected}
 
@@ -38,31 +35,13 @@ def test_json_matches_the_models_and_defaults_to_every_available_detector(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = _json(capsys, "--size", "128", "128")
-    available = [n for n in detectors.DETECTORS if detectors.is_available(n)]
-    assert list(out) == available
+    assert list(out) == list(detectors.DETECTORS)
     for name in ("retinanet", "faster_rcnn"):
         model = detectors.build_detector(name, 80)
         assert out[name] == model.anchors_per_image(128, 128) > 0
     # 100 px is padded to 128 by the detector; repeated names are counted once
     padded = _json(capsys, "--detectors", "retinanet,retinanet", "--size", "100", "100")
     assert padded == {"retinanet": out["retinanet"]}
-
-
-def test_table_lists_unavailable_detectors(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(
-        detectors.DETECTORS, "ghost", detectors._lazy("detectors.ghost:build_ghost")
-    )
-    argv = ["anchors", "--detectors", "retinanet,ghost", "--size", "512", "512"]
-    assert main([*argv, "--preset", "paper"]) == 0
-    table = capsys.readouterr().out
-    assert "49,104" in table
-    assert "ghost" in table and "unavailable" in table
-    assert main([*argv, "--json"]) == 0
-    captured = capsys.readouterr()
-    assert "ghost" not in json.loads(captured.out) and "ghost" in captured.err
-    assert anchor_counts(["ghost"], 64, 64, "paper") == {"ghost": None}
 
 
 @pytest.mark.parametrize(

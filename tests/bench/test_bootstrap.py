@@ -1,12 +1,12 @@
-"""bench.bootstrap: the weighted accumulation against pycocotools, and the intervals."""
+"""bench.results.bootstrap: the weighted accumulation against pycocotools, and the intervals."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bench import bootstrap as bs
-from bench.evaluate import evaluate_coco
+from bench.results import bootstrap as bs
+from bench.results.coco_eval import evaluate_coco
 
 # (seed, crowd, class without objects, tied scores)
 CASES = [(s, s % 2 == 0, s % 3 != 1, s % 4 < 2) for s in range(8)]

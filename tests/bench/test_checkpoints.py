@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from bench.checkpoints import export_zoo, load_checkpoint, save_atomic
+from bench.train.checkpoints import export_zoo, load_checkpoint, save_atomic
 
 
 def _summary(tmp_path: Path, name: str) -> dict:

@@ -11,7 +11,7 @@ import torch
 
 from bench.cli import main
 from bench.data.synthetic import generate_synthetic
-from bench.evaluate import evaluate_coco
+from bench.results.coco_eval import evaluate_coco
 from detectors import build_detector
 
 

@@ -19,19 +19,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import distributed, train
-from bench.checkpoints import (
+from bench import distributed
+from bench.cli import main
+from bench.data.synthetic import generate_synthetic
+from bench.distributed import DistContext
+from bench.errors import UsageError
+from bench.results.coco_eval import STAT_NAMES
+from bench.train import loop as train
+from bench.train.checkpoints import (
     anchor_record,
     detector_record,
     export_half,
     load_checkpoint,
     load_detector,
 )
-from bench.cli import main
-from bench.data.synthetic import generate_synthetic
-from bench.distributed import DistContext
-from bench.errors import UsageError
-from bench.evaluate import STAT_NAMES
 
 DETECTOR = "yolov3"
 # 3 steps of a global batch of 5 in micro-batches of 2 (cut 2 + 2 + 1: ranks run 2 and 1)

@@ -1,4 +1,4 @@
-"""bench.evaluate: COCO bbox evaluation, the results format and ``python -m bench eval``."""
+"""bench.results.coco_eval: COCO bbox evaluation, the results format, ``python -m bench eval``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.evaluate import STAT_NAMES, detections_to_coco, evaluate_coco
+from bench.results.coco_eval import STAT_NAMES, detections_to_coco, evaluate_coco
 
 CATS = [{"id": 3, "name": "cat"}, {"id": 17, "name": "dog"}]  # non-contiguous ids on purpose
 # (image id, category id, [x, y, w, h]); one small (< 32^2), medium and large object per class

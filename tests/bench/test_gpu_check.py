@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import gpu_check
 from bench.cli import COMMANDS, main
-from bench.gpu_check import BUDGET_S, DEADLINE_S, PART_NAMES, Part, part_limit, plan
+from bench.measure import gpu_plan as gpu_check
+from bench.measure.gpu_plan import BUDGET_S, DEADLINE_S, PART_NAMES, Part, part_limit, plan
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA refusal")
@@ -33,7 +33,7 @@ MODES = {"protocol": {}, "quick": {"quick": True}, "dry-run": {"dry_run": True}}
 
 @pytest.mark.parametrize("mode", MODES)
 def test_parts_are_commands_their_modules_accept(tmp_path: Path, mode: str) -> None:
-    from bench.kernel_check import build_parser
+    from bench.measure.kernel_check import build_parser
 
     named = {p.name: p.argv for p in plan(tmp_path, **MODES[mode])}
     assert list(named) == list(PART_NAMES)
@@ -41,7 +41,7 @@ def test_parts_are_commands_their_modules_accept(tmp_path: Path, mode: str) -> N
     assert named["tests"][1:5] == ("-m", "pytest", "-m", "gpu")
     assert f"--junitxml={tmp_path / 'tests.xml'}" in named["tests"]
     check = build_parser().parse_args(named["correctness"][3:])  # exits on an unknown option
-    assert named["correctness"][1:3] == ("-m", "bench.kernel_check")
+    assert named["correctness"][1:3] == ("-m", "bench.measure.kernel_check")
     assert check.out == tmp_path and check.dry_run == dry
     for name in ("kernels", "latency"):
         argv = named[name]

@@ -1,4 +1,4 @@
-"""``python -m bench.kernel_check``: gpu-check's correctness part catches a wrong kernel."""
+"""``python -m bench.measure.kernel_check``: gpu-check's correctness part catches a wrong kernel."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import kernels
-from bench.kernel_check import DTYPES, check_kernels, main
+from bench.measure.kernel_check import DTYPES, check_kernels, main
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 needs_triton_here = pytest.mark.skipif(

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.kernels import markdown, run_cases
+from bench.commands.kernels import markdown
+from bench.measure.kernel_timing import run_cases
 
 
 def test_cpu_table_is_printed_and_saved(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""bench.latency: the per-stage protocol, preprocessing, the suites and the CLI."""
+"""bench.measure.latency: the per-stage protocol, preprocessing, the suites and the CLI."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from bench import latency
 from bench.cli import main
+from bench.commands import latency as latency_cmd
 from bench.data.transforms import invert_boxes
 from bench.errors import UsageError
-from bench.train import IMAGE_MEAN, IMAGE_STD
+from bench.measure import latency
+from bench.spec import LatencySpec, TimingSpec
+from bench.train.loop import IMAGE_MEAN, IMAGE_STD
 from detectors.base import Detections, Detector, check_images
 
 SUMMARY_KEYS = {"p50", "p90", "p99", "mean", "n"}
@@ -122,10 +124,9 @@ def test_paper_suite_builds_hg104_at_511_with_80_classes():
         built.append(model)
         return model
 
-    rows = latency.run_suite(
-        ["cornernet", "other"], suite="paper", device=torch.device("cpu"), warmup=0, iters=1,
-        builders={"cornernet": build, "other": build},
-    )  # fmt: skip
+    spec = LatencySpec(("cornernet", "other"), "paper", torch.device("cpu"), "fp32",
+                       TimingSpec(warmup=0, iters=1))  # fmt: skip
+    rows = latency.time_suite(spec, builders={"cornernet": build, "other": build})
     assert [m.num_classes for m in built] == [80, 80]
     assert [m.build["backbone"] for m in built] == ["hg104", "hg104"]
     assert built[0].inputs == [((1, 3, 511, 511), torch.float32)]
@@ -135,7 +136,7 @@ def test_paper_suite_builds_hg104_at_511_with_80_classes():
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    latency.add_arguments(parser)
+    latency_cmd.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -143,14 +144,14 @@ def test_cli_prints_json_rows_and_a_table(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # rich: room for the whole table
     builders = {"sleepy": lambda k, **kw: SleepyDetector(k, **kw)}
     args = parse("--iters", "2", "--warmup", "0", "--batch-size", "1,2", "--json")
-    assert latency.run(args, builders=builders) == 0
+    assert latency_cmd.run(args, builders=builders) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["detector"], r["batch"], r["variant"]) for r in rows] == [
         ("sleepy", 1, "eager"), ("sleepy", 2, "eager"),
     ]  # fmt: skip
     assert rows[0]["backbone"] == "tiny" and rows[0]["input_size"] == 128
     assert set(rows[0]["latency"]["decode"]) == SUMMARY_KEYS
-    assert latency.run(parse("--iters", "1", "--warmup", "0"), builders=builders) == 0
+    assert latency_cmd.run(parse("--iters", "1", "--warmup", "0"), builders=builders) == 0
     assert "sleepy" in capsys.readouterr().out
 
 
@@ -158,7 +159,7 @@ def test_cli_saves_rows_with_their_environment(tmp_path):
     builders = {"sleepy": lambda k, **kw: SleepyDetector(k, **kw)}
     out = tmp_path / "lat"
     args = parse("--iters", "2", "--warmup", "0", "--out", str(out), "--json")
-    assert latency.run(args, builders=builders) == 0
+    assert latency_cmd.run(args, builders=builders) == 0
     doc = json.loads((out / "latency.json").read_text())
     assert doc["suite"] == "synthetic" and [r["detector"] for r in doc["rows"]] == ["sleepy"]
     assert doc["env"]["torch_version"] and (out / "env.json").is_file()
@@ -168,11 +169,11 @@ def test_cli_saves_rows_with_their_environment(tmp_path):
 def test_cli_errors():
     builders = {"sleepy": lambda k, **kw: SleepyDetector(k, **kw)}
     with pytest.raises(UsageError, match="CUDA graphs"):
-        latency.run(parse("--cuda-graphs", "--device", "cpu"), builders=builders)
+        latency_cmd.run(parse("--cuda-graphs", "--device", "cpu"), builders=builders)
     with pytest.raises(UsageError, match="--batch-size"):
-        latency.run(parse("--batch-size", "0"), builders=builders)
+        latency_cmd.run(parse("--batch-size", "0"), builders=builders)
     with pytest.raises(UsageError, match="nope"):
-        latency.run(parse("--detectors", "nope"), builders=builders)
+        latency_cmd.run(parse("--detectors", "nope"), builders=builders)
     assert main(["latency", "--detectors", "nope", "--device", "cpu"]) == 2
 
 

@@ -1,4 +1,5 @@
-"""The speed-regression gate's policy (bench/regression.py) on given figures, and its baseline."""
+"""The speed-regression gate's policy (bench/results/regression.py) on given figures, and its
+baseline."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.regression import Baseline, calibrate, check, load_baseline, write_baseline
+from bench.results.regression import Baseline, calibrate, check, load_baseline, write_baseline
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = Baseline({"case": 4.0}, tolerance=2.0)

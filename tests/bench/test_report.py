@@ -1,8 +1,9 @@
-"""bench.report, bench.plots and bench.compare on run folders written by hand (no models).
+"""bench.results.report, bench.results.plots and bench.results.compare on run folders written
+by hand (no models).
 
 A folder holds a 3-image ground truth, detection files for a ``perfect`` detector (the ground
 truth itself) and a ``shifted`` one (boxes moved by ``shift`` px, plus a false positive), rows
-evaluated with bench.evaluate, a loss curve and a sample image.
+evaluated with bench.results.coco_eval, a loss curve and a sample image.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import plots, report
 from bench.cli import main
-from bench.compare import compare_results
-from bench.evaluate import STAT_NAMES, evaluate_coco
-from bench.results import ResultStore, write_json_atomic
-from bench.run_measure import error_analysis
+from bench.measure.detector import error_analysis
+from bench.results import plots, report
+from bench.results.coco_eval import STAT_NAMES, evaluate_coco
+from bench.results.compare import compare_results
+from bench.results.store import ResultStore, write_json_atomic
 from detectors.base import Detections
 
 GT = {

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.report_budget import (
+from bench.results.report_budget import (
     BUDGETS_NAME,
     budget_blocks,
     equal_time,

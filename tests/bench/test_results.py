@@ -1,4 +1,4 @@
-"""bench.results (atomic writes, the resumable ResultStore) and bench.env (provenance)."""
+"""bench.results.store (atomic writes, the resumable ResultStore) and bench.results.env."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.env import collect_env, git_revision
 from bench.errors import UsageError
-from bench.results import (
+from bench.results.env import collect_env, git_revision
+from bench.results.store import (
     KEY_FIELDS,
     ResultStore,
     write_csv_atomic,

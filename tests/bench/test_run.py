@@ -1,4 +1,5 @@
-"""bench.run: the end-to-end smoke run, resume, interruption, weights, training, CLI errors.
+"""bench run (commands.run, measure.suite): the smoke run, resume, interruption, weights, training,
+CLI errors.
 
 Most cases inject tiny dummy detectors (``builders=``) so they run in seconds and can count
 forward calls; the CLI error cases use the real registry but stop before building a model.
@@ -17,15 +18,16 @@ import pytest
 import torch
 from torch import nn
 
-from bench import run as run_mod
-from bench.checkpoints import detector_record, export_half
 from bench.cli import main
+from bench.commands import run as run_cmd
 from bench.data.synthetic import generate_synthetic
 from bench.errors import UsageError
-from bench.evaluate import STAT_NAMES, evaluate_coco
-from bench.results import ResultStore
-from bench.run_measure import error_analysis
-from bench.tide import ERROR_TYPES
+from bench.measure import suite as run_mod
+from bench.measure.detector import error_analysis
+from bench.results.coco_eval import STAT_NAMES, evaluate_coco
+from bench.results.store import ResultStore
+from bench.results.tide import ERROR_TYPES
+from bench.train.checkpoints import detector_record, export_half
 from detectors.base import Detections, Detector, check_images
 
 CALLS: collections.Counter = collections.Counter()  # forward calls per builder tag
@@ -108,18 +110,18 @@ def data_root(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _no_repo_zoo(monkeypatch, tmp_path) -> None:
     """The default weights folder is an empty one, whatever the repository holds."""
-    monkeypatch.setattr(run_mod, "REPO_DIR", tmp_path / "repo")
+    monkeypatch.setattr(run_cmd, "REPO_DIR", tmp_path / "repo")
 
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    run_mod.add_arguments(parser)
+    run_cmd.add_arguments(parser)
     return parser.parse_args(["--profile", "smoke", "--no-progress", *argv])
 
 
 def smoke(data_root: Path, out: Path, *extra: str, builders=BUILDERS) -> dict:
     args = parse("--data", f"synthetic:{data_root}", "--out", str(out), *extra)
-    assert run_mod.run(args, builders=builders) == 0
+    assert run_cmd.run(args, builders=builders) == 0
     return json.loads((out / "results.json").read_text())
 
 
@@ -191,7 +193,7 @@ def test_a_failing_detector_costs_only_its_own_row(data_root, tmp_path, capsys, 
     out = tmp_path / "run"
     broken = {"alpha": grid("alpha"), "beta": grid("beta-broken", fail=RuntimeError)}
     args = parse("--data", f"synthetic:{data_root}", "--out", str(out), "--batch-size", "1")
-    assert run_mod.run(args, builders=broken) == 1
+    assert run_cmd.run(args, builders=broken) == 1
     assert "beta (RuntimeError: beta-broken: simulated crash)" in capsys.readouterr().err
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["detector"] for r in rows] == ["alpha"]
@@ -305,7 +307,7 @@ def test_cuda_run_times_at_least_100_images(data_root, tmp_path):
 
 
 def _zoo_file(folder, name, model, anchors):
-    from bench.checkpoints import detector_record, save_atomic
+    from bench.train.checkpoints import detector_record, save_atomic
 
     rec = detector_record(
         name, backbone="tiny", preset="synthetic", kwargs={}, num_classes=9,
@@ -319,8 +321,8 @@ def _zoo_file(folder, name, model, anchors):
 def test_zoo_weights_that_no_longer_fit_fall_back_with_the_reason(tmp_path) -> None:
     """A changed head (other parameters) or other anchors than the weights were trained
     with: never evaluated silently; random weights and a note naming why."""
-    from bench.checkpoints import anchor_record
-    from bench.run import Variant, resolve_weights
+    from bench.measure.suite import Variant, resolve_weights
+    from bench.train.checkpoints import anchor_record
     from detectors import build_detector
 
     old_head = build_detector("retinanet", 9, head_group_norm=False)

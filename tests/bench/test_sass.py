@@ -1,10 +1,11 @@
-"""bench.sass: the ptxas log, SASS counts, loads in flight and occupancy on hand-written input."""
+"""bench.aot.sass: the ptxas log, SASS counts, loads in flight and occupancy on hand-written
+input."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.sass import find_loops, occupancy, parse_ptxas_log, parse_sass, sass_figures
+from bench.aot.sass import find_loops, occupancy, parse_ptxas_log, parse_sass, sass_figures
 
 # cuobjdump -sass layout: three loads in flight (the 128-bit one's last register, R7, is read
 # first), a loop of one load, max and store at 0x60-0x90, the padding branch after EXIT

@@ -1,11 +1,11 @@
-"""bench.tide: each error type built by hand, perfect detections, and tidecv's numbers."""
+"""bench.results.tide: each error type built by hand, perfect detections, and tidecv's numbers."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.evaluate import evaluate_coco
-from bench.tide import ERROR_TYPES, average_precision, tide_errors
+from bench.results.coco_eval import evaluate_coco
+from bench.results.tide import ERROR_TYPES, average_precision, tide_errors
 
 SQUARE, DISC = 1, 2
 

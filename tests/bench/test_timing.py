@@ -1,4 +1,4 @@
-"""bench.timing: stage timers, warm-up handling, percentiles."""
+"""bench.measure.timing: stage timers, warm-up handling, percentiles."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.timing import StageTimer, measure, measure_stages, summarize
+from bench.measure.timing import StageTimer, measure, measure_stages, summarize
 
 
 def test_summarize_known_arrays():

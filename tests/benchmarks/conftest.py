@@ -1,4 +1,5 @@
-"""The speed-regression gate over every pytest-benchmark case here (policy: bench/regression.py).
+"""The speed-regression gate over every pytest-benchmark case here (policy:
+bench/results/regression.py).
 
 After each CPU benchmark its median is divided by a calibration measured just before it
 and compared with tests/benchmarks/baseline.json: more than the baseline's tolerance
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.regression import calibrate, check, load_baseline, write_baseline
+from bench.results.regression import calibrate, check, load_baseline, write_baseline
 
 BASELINE = Path(__file__).with_name("baseline.json")
 UPDATE_ENV = "CORNERBENCH_BENCH_BASELINE"
@@ -61,7 +62,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "note": "normalised = median / calibration; see bench/regression.py",
+        "note": "normalised = median / calibration; see bench/results/regression.py",
     }
     old = load_baseline(BASELINE).entries
     write_baseline(BASELINE, {**old, **_measured}, meta)

@@ -6,7 +6,7 @@ Inference at (1, 256, 128, 128) and forward + backward training at batch 1 (ever
 the CPU loops of the baselines take seconds per round at larger batches on 2 shared cores)
 and batch 8 (GPU only). On a GPU the timed function synchronises, so host timings are
 device timings. The CPU medians are gated against tests/benchmarks/baseline.json by
-conftest.py (bench/regression.py); GPU figures are recorded, not gated.
+conftest.py (bench/results/regression.py); GPU figures are recorded, not gated.
 """
 
 from __future__ import annotations
@@ -16,12 +16,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from kernels import (
-    corner_pool_cummax,
-    corner_pool_loop,
-    fused_corner_pool,
-    fused_corner_pool_reference,
-)
+from kernels import fused_corner_pool, fused_corner_pool_reference
+from kernels.corner_pool_baselines import corner_pool_cummax, corner_pool_loop
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CHANNELS, SIZE = 256, 128  # CornerNet's pooling branch: 128 x 128 maps (511 input), 256 channels

@@ -1,4 +1,5 @@
-"""Benchmark: COCO bbox evaluation (bench.evaluate.evaluate_coco) of a few hundred detections.
+"""Benchmark: COCO bbox evaluation (bench.results.coco_eval.evaluate_coco) of a few hundred
+detections.
 
 Synthetic ground truth: 40 images of 256 x 256, 3 categories, 5 objects per image (200 boxes
 from 8 to 120 px, so every COCO area range is populated). Detections: each object found
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.evaluate import evaluate_coco
+from bench.results.coco_eval import evaluate_coco
 
 IMAGES, SIZE, OBJECTS_PER_IMAGE, FALSE_POSITIVES = 40, 256, 5, 2
 CATEGORIES = [{"id": 1, "name": "a"}, {"id": 4, "name": "b"}, {"id": 9, "name": "c"}]

@@ -30,8 +30,8 @@ def cornernet() -> dict:
     """The zoo CornerNet, its network inputs and outputs, and the rows soft-NMS receives."""
     if not ZOO.exists():
         pytest.skip(f"{ZOO} is missing")
-    from bench.checkpoints import load_detector
-    from bench.latency import preprocess, render_raw_images
+    from bench.measure.latency import preprocess, render_raw_images
+    from bench.train.checkpoints import load_detector
 
     model = load_detector(ZOO)
     images = render_raw_images(IMAGES, SIZE)

@@ -1,5 +1,5 @@
 """Every registered detector learns: it memorises a handful of images, and it generalises on
-the ``easy`` rendering within a short budget (bench.sanity). Slow (about a minute per
+the ``easy`` rendering within a short budget (bench.train.sanity). Slow (about a minute per
 detector on one core) but in the README's test command: interface tests alone passed while
 the first zoo's SSD and DSSD learned nothing."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.sanity import learn_and_generalise, memorise
+from bench.train.sanity import learn_and_generalise, memorise
 from detectors import DETECTORS, build_detector
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 """Behaviour every registered detector shares, parametrised over ``detectors.DETECTORS``.
 
-A detector whose module is not importable yet is skipped (``DetectorUnavailable``).
+Every registered detector is built: a renamed or broken module fails here.
 """
 
 from __future__ import annotations
@@ -11,14 +11,11 @@ import time
 import pytest
 import torch
 
-from bench.evaluate import detections_to_coco, evaluate_coco
+from bench.results.coco_eval import detections_to_coco, evaluate_coco
 from detectors import (
     DETECTORS,
     Detections,
-    DetectorUnavailable,
     build_detector,
-    detector_target,
-    is_available,
 )
 from detectors.backbones import build_hourglass, count_parameters
 
@@ -70,7 +67,7 @@ def make_batch(
 
 
 def ap50(dets: list[Detections], targets: list[dict[str, torch.Tensor]], size: int) -> float:
-    """COCO AP at IoU 0.5 of ``dets`` against ``targets`` (pycocotools via bench.evaluate)."""
+    """COCO AP at IoU 0.5 of ``dets`` against ``targets`` (pycocotools, bench.results.coco_eval)."""
     gt: dict = {
         "images": [{"id": i + 1, "width": size, "height": size} for i in range(len(targets))],
         "categories": [{"id": c + 1, "name": f"class{c}"} for c in range(NUM_CLASSES)],
@@ -97,11 +94,8 @@ def ap50(dets: list[Detections], targets: list[dict[str, torch.Tensor]], size: i
 
 
 def build(name: str, **kwargs: object):
-    """build_detector(name, NUM_CLASSES, ...), skipping the test when the module is missing."""
-    try:
-        return build_detector(name, NUM_CLASSES, **kwargs)
-    except DetectorUnavailable as exc:
-        pytest.skip(f"{name} not available yet: {exc}")
+    """build_detector(name, NUM_CLASSES, ...)."""
+    return build_detector(name, NUM_CLASSES, **kwargs)
 
 
 def check_detections(dets: object, sizes: list[tuple[int, int]], max_dets: int) -> None:
@@ -123,21 +117,18 @@ def check_detections(dets: object, sizes: list[tuple[int, int]], max_dets: int) 
 # ---- the registry itself -------------------------------------------------------------------
 
 
-def test_registry_lists_every_baseline_as_a_lazy_builder() -> None:
+def test_registry_lists_every_baseline() -> None:
     assert isinstance(DETECTORS, dict)
     expected = {"cornernet", "centernet", "retinanet", "faster_rcnn", "ssd", "dssd", "yolov3"}
     assert expected | {"fcos"} == set(DETECTORS)
     for name in DETECTORS:
-        module, func = detector_target(name).split(":")
-        assert module.startswith("detectors.") and func == f"build_{name}"
-        assert callable(DETECTORS[name])
+        build_fn = DETECTORS[name]
+        assert build_fn.__module__.startswith("detectors.") and build_fn.__name__ == f"build_{name}"
 
 
 def test_unknown_name_raises_naming_the_choices() -> None:
     with pytest.raises(ValueError, match="unknown detector 'yolo9000'.*retinanet.*faster_rcnn"):
         build_detector("yolo9000", NUM_CLASSES)
-    with pytest.raises(ValueError, match="cornernet"):
-        is_available("yolo9000")
 
 
 @pytest.mark.parametrize("num_classes", [0, -1, 2.5, True], ids=str)
@@ -151,22 +142,11 @@ def test_unknown_preset_raises() -> None:
         build_detector("retinanet", NUM_CLASSES, preset="coco")
 
 
-def test_missing_module_is_reported_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from detectors import _lazy
-
-    monkeypatch.setitem(DETECTORS, "ghost", _lazy("detectors.ghost:build_ghost"))
-    assert not is_available("ghost")
-    with pytest.raises(DetectorUnavailable, match="detectors.ghost"):
-        build_detector("ghost", NUM_CLASSES)
-
-
 # ---- every detector --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_builder_rejects_bad_num_classes(name: str) -> None:
-    if not is_available(name):
-        pytest.skip(f"{name} not available yet")
     with pytest.raises(ValueError, match="num_classes"):
         DETECTORS[name](0)
 
@@ -231,8 +211,6 @@ def test_anchor_counts_come_from_the_generator(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(PAPER_COUNTS))
 def test_paper_anchor_counts_match_the_literature(name: str) -> None:
     height, width, expected = PAPER_COUNTS[name]
-    if not is_available(name):
-        pytest.skip(f"{name} not available yet")
     with torch.device("meta"):
         model = build(name, preset="paper")
         assert model.anchors_per_image(height, width) == expected
@@ -240,8 +218,6 @@ def test_paper_anchor_counts_match_the_literature(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_detector_uses_the_shared_backbone(name: str) -> None:
-    if not is_available(name):
-        pytest.skip(f"{name} not available yet")
     with torch.device("meta"):
         shared = count_parameters(build_hourglass("hg104"))
         model = build(name, backbone="hg104", preset="paper")

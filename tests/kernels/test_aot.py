@@ -1,6 +1,6 @@
 """Every Triton kernel compiles for sm_80 and sm_90 at the benchmark shapes, without a GPU.
 
-bench.aot_cases calls the public kernels functions on meta tensors that claim to be CUDA tensors, so
+bench.aot.cases calls the public kernels functions on meta tensors that claim to be CUDA tensors, so
 the launchers choose the specialisations a GPU run would compile (corner pooling in the four
 directions and the fused TL/BR pair at (1|8, 256, 128, 128), heatmap peaks and CornerNet
 decode at 80 x 128 x 128 with K = 100, soft-NMS of 1000 boxes), and compiles each one with
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from bench.aot import ARCHS, aot_table
-from bench.aot_cases import benchmark_cases, dtypes_from, kernel_functions
+from bench.aot.cases import benchmark_cases, dtypes_from, kernel_functions
+from bench.aot.compile import ARCHS, aot_table
 
 pytestmark = pytest.mark.slow
 
@@ -123,6 +123,6 @@ def test_pooling_moves_the_bytes_its_docstring_counts(
     for r in pool:
         what = f"{r['kernel']} {r['variant']} {r['dtype']}"
         assert r["bytes_per_element"] is not None, (
-            f"{what}: loops changed, update bench.aot._MODELS"
+            f"{what}: loops changed, update bench.aot.compile._MODELS"
         )
         assert r["bytes_per_element"] == pytest.approx(r["doc_bytes_per_element"], rel=0.01), what

@@ -14,8 +14,6 @@ from hypothesis import strategies as st
 
 from kernels import (
     corner_pool,
-    corner_pool_cummax,
-    corner_pool_loop,
     corner_pool_reference,
     fused_corner_pool,
     fused_corner_pool_reference,
@@ -27,6 +25,7 @@ from kernels.corner_pool import (
     _fused_corner_pool_fwd,
     _lanes_layout,
 )
+from kernels.corner_pool_baselines import corner_pool_cummax, corner_pool_loop
 
 DIRS = ["top", "bottom", "left", "right"]
 CORNERS = {"tl": ("top", "left"), "br": ("bottom", "right")}

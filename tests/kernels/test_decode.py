@@ -8,13 +8,13 @@ import os
 import pytest
 import torch
 
+import kernels
 from kernels.decode import (
     canonical_detections,
     cornernet_decode,
     cornernet_decode_dense,
     cornernet_decode_reference,
 )
-from kernels.heatmap import cornernet_decode as reexported
 
 HEADS = ("tl_heat", "br_heat", "tl_tag", "br_tag", "tl_regr", "br_regr")
 SETTINGS = ("K", "kernel", "ae_threshold", "num_dets")
@@ -64,10 +64,12 @@ def test_triton_matches_original(cases: dict, name: str) -> None:
     _assert_same_detections(got.cpu(), case["detections"])
 
 
-def test_default_backend_and_reexport(cases: dict) -> None:
+def test_default_backend_and_package_export(cases: dict) -> None:
+    assert kernels.cornernet_decode is cornernet_decode
+    assert kernels.cornernet_decode_reference is cornernet_decode_reference
     case = cases["small"]
     kwargs = {k: case[k] for k in SETTINGS}
-    auto = reexported(*(case[k] for k in HEADS), **kwargs)  # CPU tensors: the reference
+    auto = cornernet_decode(*(case[k] for k in HEADS), **kwargs)  # CPU tensors: the reference
     torch.testing.assert_close(
         auto, cornernet_decode_reference(*(case[k] for k in HEADS), **kwargs)
     )

@@ -248,7 +248,7 @@ def _shapes(num_images: int, size: int, seed: int = 0) -> tuple[torch.Tensor, li
 
 
 def _ap50(det: CornerNetDetector, images: torch.Tensor, targets: list[dict]) -> float:
-    from bench.evaluate import detections_to_coco, evaluate_coco
+    from bench.results.coco_eval import detections_to_coco, evaluate_coco
 
     size = images.shape[-1]
     det.eval()

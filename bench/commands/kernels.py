@@ -1,0 +1,181 @@
+"""``python -m bench kernels``: the kernels against their torch references and baselines.
+
+The cases are the CornerNet shapes of tests/benchmarks (same providers, measured the
+harness's way, :func:`bench.measure.timing.measure`: warm-up, then timed calls, CUDA events on
+a GPU,
+``perf_counter`` on the CPU):
+
+- ``corner_pool tl fwd``: ``fused_corner_pool(a, b, "tl")`` at (1, 256, 128, 128) fp32;
+- ``corner_pool tl fwd+bwd``: forward and backward at (B, 256, 128, 128), B = 8 on a GPU, 1 on
+  the CPU (the baselines' Python row loops take seconds per call there);
+- ``cornernet_decode``: 1 x 80 x 128 x 128 heads, K = 100, 1000 detections;
+- ``heatmap_peaks``: 1 x 80 x 128 x 128, k = 100;
+- ``soft_nms``: 1000 boxes, Gaussian.
+
+Providers: ``triton`` (CUDA only), ``torch`` (the reference, our CPU path), ``cummax`` (flip +
+cummax + flip) and ``loop`` (the original's row loop) for pooling, ``dense`` (the original's
+decode written naively, K x K x 4 boxes) for decode.
+
+Bandwidth (pooling rows): ``GB/s`` counts the minimum traffic of the op, 12 B per fp32
+element forward (read a and b, write the sum) and 32 B forward + backward (+ read the output
+gradient, write two input gradients, read the saved pooled maps), divided by the median time.
+``of_copy`` is that figure over the device's copy bandwidth measured in the same process (a
+256 MiB ``copy_`` into a preallocated tensor: read + write), the practical ceiling;
+``of_peak`` is over the nominal peak when the GPU is one of :data:`NOMINAL_GBPS`.
+
+Writes ``kernels.json`` / ``kernels.csv`` / ``kernels.md`` and ``env.json`` into ``--out``
+(default ``reports/kernels/<date>-<device>/``) and prints the table.
+
+``--aot [--arch 80 90] [--dtypes float32|all]``: no timing and no GPU; every specialisation the
+launchers choose at these shapes is compiled ahead of time for the given compute capabilities
+and its static figures (registers, spills, shared memory, occupancy, loads in flight,
+instructions) are written to ``<out>/aot-<arch>/`` (default ``reports/kernels/aot-<arch>/``):
+see :mod:`bench.aot.cases`, :mod:`bench.aot.compile` and :mod:`bench.aot.report`. Exit code 1 when a
+kernel does not compile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import UsageError
+from bench.measure.kernel_timing import NOMINAL_GBPS, copy_bandwidth, kernel_cases, run_cases
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m bench kernels``."""
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: auto")
+    parser.add_argument("--warmup", type=int, default=None, help="default: 10 GPU, 1 CPU")
+    parser.add_argument("--iters", type=int, default=None, help="default: 100 GPU, 5 CPU")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default reports/kernels/<date>-<device>/; with --aot: the "
+                        "folder that receives aot-<arch>/ (default reports/kernels)")  # fmt: skip
+    aot = parser.add_argument_group("static analysis (--aot; no GPU needed)")
+    aot.add_argument(
+        "--aot",
+        action="store_true",
+        help="compile every kernel ahead of time and write the static table",
+    )
+    aot.add_argument(
+        "--arch",
+        type=int,
+        nargs="+",
+        choices=(80, 90),
+        default=None,
+        help="compute capabilities (default: 80 90)",
+    )
+    aot.add_argument(
+        "--dtypes", default=None, help="float32 (default), all, or a comma-separated list"
+    )
+    aot.add_argument("--filter", default=None, help="only the cases whose label contains this")
+    aot.add_argument("--jobs", type=int, default=None, help="parallel compiles (default: CPUs)")
+    aot.add_argument("--artifacts", type=Path, default=None,
+                     help="also keep each kernel's TTGIR, PTX and SASS in this folder")  # fmt: skip
+
+
+COLUMNS = ("case", "provider", "median_ms", "p90_ms", "x_vs_torch", "GB/s", "of_copy", "of_peak")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def markdown(rows: list[dict[str, Any]], env: dict[str, Any], device: str) -> str:
+    """The saved table as Markdown, headed by the device, versions and date."""
+    from bench.results.report import render_markdown
+
+    intro = (
+        f"Device: {device}; torch {env.get('torch_version')}, triton {env.get('triton_version')}, "
+        f"CUDA {env.get('cuda_version')}; {env.get('date_utc')}; git {env.get('git_revision')}; "
+        f"copy bandwidth {env.get('copy_bandwidth_gbps', 0):.0f} GB/s. Times in ms "
+        f"({env.get('iters')} timed calls after {env.get('warmup')} warm-up); GB/s and "
+        "fractions of bandwidth for pooling as bench/measure/kernel_timing.py defines them."
+    )
+    body = [[_cell(r.get(c)) for c in COLUMNS] for r in rows]
+    return render_markdown([("h", 1, "Kernel benchmarks"), ("p", intro), ("table", COLUMNS, body)])
+
+
+def run(args: argparse.Namespace) -> int:
+    """``python -m bench kernels``: time, print and save the table; returns the exit code."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench.results.env import collect_env
+    from bench.results.store import save_rows, write_text_atomic
+    from bench.spec import resolve_device
+
+    if args.aot:
+        return run_aot(args)
+    aot_only = {"--arch": args.arch, "--dtypes": args.dtypes, "--filter": args.filter,
+                "--jobs": args.jobs, "--artifacts": args.artifacts}  # fmt: skip
+    if any(v is not None for v in aot_only.values()):
+        used = [k for k, v in aot_only.items() if v is not None]
+        raise UsageError(f"{', '.join(used)}: only with --aot")
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)
+    iters = args.iters if args.iters is not None else (100 if gpu else 5)
+    if warmup < 0 or iters < 1:
+        raise UsageError(f"--warmup {warmup} / --iters {iters}: expected >= 0 / >= 1")
+    console = Console(stderr=True)
+    dev_name = torch.cuda.get_device_name(device) if gpu else "cpu"
+    peak = next((v for k, v in NOMINAL_GBPS.items() if k in dev_name), None) if gpu else None
+    with torch.no_grad():
+        copy = copy_bandwidth(device)
+    rows = run_cases(kernel_cases(device), device, warmup=warmup, iters=iters, copy_gbps=copy,
+                     peak_gbps=peak, progress=lambda s: console.log(s))  # fmt: skip
+    env = collect_env()
+    env.update(copy_bandwidth_gbps=copy, nominal_bandwidth_gbps=peak, warmup=warmup, iters=iters)
+    date = datetime.date.today().isoformat()
+    slug = dev_name.replace(" ", "-").replace("/", "-")
+    out = Path(args.out or f"reports/kernels/{date}-{slug}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_rows(out, "kernels", rows, env=env)
+    write_text_atomic(out / "kernels.md", markdown(rows, env, dev_name if gpu else env["cpu"]))
+    table = Table(title=f"kernels on {dev_name} (copy bandwidth {copy:.0f} GB/s)")
+    for col in ("case", "provider", "median ms", "p90 ms", "x vs torch", "GB/s", "of copy"):
+        table.add_column(col, justify="left" if col in ("case", "provider") else "right")
+    for r in rows:
+        gb = f"{r['GB/s']:.1f}" if "GB/s" in r else ""
+        frac = f"{r['of_copy']:.0%}" if r.get("of_copy") else ""
+        table.add_row(r["case"], r["provider"], f"{r['median_ms']:.3f}", f"{r['p90_ms']:.3f}",
+                      f"{r['x_vs_torch']:.2f}", gb, frac)  # fmt: skip
+    Console().print(table)
+    print(f"wrote {out}")
+    return 0
+
+
+def run_aot(args: argparse.Namespace) -> int:
+    """``python -m bench kernels --aot``: compile, print and save the static tables."""
+    from bench.aot.cases import dtypes_from
+    from bench.aot.compile import ARCHS
+    from bench.aot.report import write_aot_reports
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: expected >= 1")
+    rows, folders = write_aot_reports(
+        args.arch or ARCHS, dtypes_from(args.dtypes), Path(args.out or "reports/kernels"),
+        pattern=args.filter, jobs=args.jobs,
+        artifacts=str(args.artifacts) if args.artifacts else None,
+    )  # fmt: skip
+    if not rows:
+        raise UsageError(f"--filter {args.filter!r}: no case matches")
+    for r in rows:
+        what = f"sm_{r['arch']} {r['kernel']} {r['variant']} {r['dtype']}"
+        if r["error"]:
+            print(f"{what}: FAILED {r['error'][:500]}")
+            continue
+        per_thread = f", {r['instr_per_thread']} instr/thread" if r["instr_per_thread"] else ""
+        print(f"{what}: {r['regs']} regs, spills {r['spill_stores']}/{r['spill_loads']} B, "
+              f"smem {r['smem']} B, {r['warps_per_sm']} warps/SM, {r['loads_in_flight']} loads "
+              f"({r['bytes_in_flight']} B) in flight{per_thread}")  # fmt: skip
+    for folder in folders:
+        print(f"wrote {folder}")
+    return int(any(r["error"] for r in rows))

@@ -1,0 +1,155 @@
+"""Per-stage latency of a detector, and ``python -m bench latency``.
+
+Protocol (every figure in milliseconds, per call of a batch; batch 1 = per image):
+
+- ``model.eval()`` under ``torch.inference_mode()``; ``warmup`` untimed iterations, then
+  ``iters`` timed ones (:func:`bench.measure.timing.measure_stages`: ``time.perf_counter`` on
+  the CPU,
+  CUDA events with one synchronisation before and after the timed loop on a GPU).
+- Stages of one iteration, on raw images (uint8 (3, H, W) as decoded from the file, cycled):
+  ``preprocess``: copy to the device, scale to [0, 1], letterbox to the input size, normalise
+  with the training mean/std (:func:`bench.data.stream.normalize_images`), cast to the dtype, stack;
+  ``forward``: backbone and heads (the detector's own input padding included);
+  ``decode``: the detector's decode and NMS on float32 outputs, boxes mapped back to the raw
+  image (:func:`bench.data.transforms.invert_boxes`);
+  ``end_to_end``: the whole iteration (the sum plus what lies between stages).
+- :func:`summarize` gives ``p50``, ``p90``, ``p99``, ``mean`` and ``n`` per stage.
+- Labelled variants of the forward stage: ``eager``; ``compile`` (``torch.compile(model)``,
+  compiled during warm-up); ``cudagraphs`` (``torch.compile(model, backend="cudagraphs")``:
+  CUDA graph replay without Inductor; CUDA only). Compiled variants get at least
+  ``COMPILED_WARMUP`` warm-up calls. Under ``cudagraphs``, a detector with ``decode_graph``
+  (CenterNet, CornerNet: the kernels are custom ops, :mod:`kernels.ops`) has its forward AND
+  the static part of its decode captured in one graph, timed as ``forward``; ``decode`` is
+  then what remains on the host (``decode_host``: CenterNet's unpadding, CornerNet's soft-NMS,
+  whose output size is data-dependent) plus mapping boxes back.
+
+``python -m bench latency --suite synthetic`` times the registry's detectors on the tiny
+backbone at 128 px with 9 classes (the synthetic benchmark); ``--suite paper`` on the full
+Hourglass-104 (``backbone="hg104"``) at 511 x 511 with 80 classes, beside the CornerNet paper's
+244 ms per image on a Titan X. Every detector gets the same 511 px letterboxed input; those
+whose backbone or pyramid needs a multiple of 32 zero-pad it to 512 inside ``forward`` (counted
+in forward latency and in anchors), CornerNet uses 511 as its release does. Weights are random
+(latency does not depend on them, except through how many boxes reach NMS). Raw images are
+rendered by the synthetic generator (:func:`bench.data.synthetic.render_image`) in memory.
+On a CPU the paper suite warns and runs few iterations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.errors import UsageError
+from bench.measure.latency import (
+    DEFAULT_ITERS,
+    PAPER_CORNERNET_MS,
+    STAGES,
+    SUITES,
+    Builder,
+    time_suite,
+)
+from bench.results.store import save_rows
+from bench.spec import (
+    LatencySpec,
+    add_detectors_option,
+    add_device_options,
+    add_timing_options,
+    parse_detectors,
+    parse_timing,
+    resolve_device,
+)
+from detectors import DETECTORS
+
+__all__ = ["add_arguments", "latency_table", "latency_spec", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m bench latency``."""
+    parser.add_argument("--suite", choices=sorted(SUITES), default="synthetic")
+    add_detectors_option(parser)
+    add_device_options(parser)
+    add_timing_options(parser, iters_help="timed iterations per detector")
+    parser.add_argument("--input-size", type=int, default=None, help="override the suite's size")
+    parser.add_argument("--batch-size", default="1", help="batch sweep, e.g. 1,2,4")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--cuda-graphs", action="store_true", help="also time CUDA graphs")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="also save latency.json (rows + environment), latency.csv and env.json here",
+    )  # fmt: skip
+
+
+def latency_spec(args: argparse.Namespace, builders: Mapping[str, Builder]) -> LatencySpec:
+    """The command line of ``bench latency`` -> its :class:`LatencySpec`."""
+    names = tuple(v.name for v in parse_detectors(args.detectors, builders, variants=False))
+    device = resolve_device(args.device)
+    timing = parse_timing(
+        args.warmup, args.iters, DEFAULT_ITERS[(args.suite, device.type)], batches=args.batch_size
+    )
+    if args.input_size is not None and args.input_size < 32:
+        raise UsageError(f"--input-size {args.input_size}: expected an int >= 32")
+    modes = ("eager",) + ("compile",) * args.compile + ("cudagraphs",) * args.cuda_graphs
+    if "cudagraphs" in modes and device.type != "cuda":
+        raise UsageError("--cuda-graphs needs --device cuda (CUDA graphs are GPU only)")
+    return LatencySpec(names, args.suite, device, args.dtype, timing, modes, args.input_size)
+
+
+def run(args: argparse.Namespace, *, builders: Mapping[str, Builder] | None = None) -> int:
+    """``python -m bench latency``: time the suite and print a table (or JSON)."""
+    builders = DETECTORS if builders is None else builders
+    spec = latency_spec(args, builders)
+    err = Console(stderr=True)
+    iters = spec.timing.iters
+    if spec.suite == "paper" and spec.device.type == "cpu":
+        err.print(
+            f"[bold yellow]warning:[/] the paper suite (Hourglass-104, 511 px, 80 classes) on a "
+            f"CPU: seconds per image, {iters} timed iteration(s) each; not comparable with the "
+            f"paper's {PAPER_CORNERNET_MS:.0f} ms on a Titan X GPU"
+        )
+    if spec.device.type == "cuda" and iters < 100:
+        warnings.warn(
+            f"--iters {iters}: the protocol times at least 100 images on a GPU", stacklevel=1
+        )
+    progress = None if args.json else lambda what: err.print(f"timing {what} ...")
+    rows = time_suite(spec, builders, progress)
+    if args.out is not None:
+        save_rows(args.out, "latency", rows, suite=spec.suite)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    Console().print(latency_table(rows, title=f"Latency, {spec.suite} suite"))
+    return 0
+
+
+def latency_table(rows: Sequence[Mapping[str, Any]], title: str):
+    """A rich table of latency rows (one device: the caller's rows come from one run)."""
+    devices = sorted({r["device"] for r in rows})
+    if len(devices) > 1:
+        raise ValueError(f"one latency table holds one device, got rows for {devices}")
+    first = rows[0] if rows else {}
+    table = Table(
+        title=f"{title}: {first.get('backbone', '')} {first.get('input_size', '')} px, "
+        f"{', '.join(devices)}, {first.get('dtype', '')}; ms per call (batch images)"
+    )
+    for col in ("detector", "variant", "batch", "params", *STAGES, "p50", "p90", "p99", "mean"):
+        left = col in ("detector", "variant")
+        table.add_column(col, justify="left" if left else "right", no_wrap=left)
+    has_paper = any("paper_ms" in r for r in rows)
+    if has_paper:
+        table.add_column("paper (Titan X)", justify="right")
+    for r in rows:
+        cells = [r["detector"], r["variant"], str(r["batch"]), f"{r['params'] / 1e6:.2f}M"]
+        cells += [f"{r[f'latency_{s}_ms_p50']:.1f}" for s in STAGES]
+        cells += [f"{r[f'latency_ms_{k}']:.1f}" for k in ("p50", "p90", "p99", "mean")]
+        if has_paper:
+            cells.append(f"{r['paper_ms']:.0f}" if "paper_ms" in r else "")
+        table.add_row(*cells)
+    return table

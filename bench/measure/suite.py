@@ -1,0 +1,385 @@
+"""The suite behind ``python -m bench run`` (:mod:`bench.commands.run`): resumable, one row per
+detector and batch size, driven by a :class:`bench.spec.RunSpec`.
+
+For every selected detector (and, with ``--ablations``, CornerNet without corner pooling and
+without the Gaussian penalty reduction, and each anchor-based detector with its paper's
+anchors where the weights folder has a zoo file for that row): load its zoo checkpoint (or
+train it first with ``--train``, or fall back to random weights, loudly), evaluate COCO AP
+on the validation images, count anchors and the matcher's positives/negatives, time each stage
+(:mod:`bench.measure.latency`), save a sample image, and append the row to ``results.json`` /
+``results.csv`` (:class:`bench.results.store.ResultStore`, atomic). At the end the report is
+written (:mod:`bench.results.report`) and a summary table printed.
+
+Output folder (``--out``, default ``reports/<date>-<device>-<profile>/``): ``run.json``,
+``results.{json,csv}``, ``env.json``, ``annotations.json`` (the evaluated ground truth),
+``detections/<detector>.json`` (COCO results), ``plots/``, ``report.md``, ``report.html``;
+with ``--train`` also ``train/`` (checkpoints, loss curves) and ``zoo/`` (fp16 weights).
+A rerun with the same options skips finished rows; a folder of another run is refused.
+
+Weights: ``--weights DIR`` holds ``<detector>-<backbone>.pt`` zoo files
+(:func:`bench.train.checkpoints.export_half`) and optionally ``manifest.json``
+``{"files": {"<detector>-<backbone>": {"file", "seconds_per_iter", "images_seen",
+"loss_curve"}}}``. Default: the repository's ``zoo/``; a detector without a (matching) file
+there is evaluated with random weights and marked ``weights: "random"``. A ``--weights DIR``
+given explicitly must hold every requested detector (exit 2 otherwise).
+
+Profiles (``--profile``): ``smoke`` (the small synthetic set, 16 images, 5 timed iterations;
+CI), ``quick`` (default: 300 validation images, 20 timed iterations, ablations on) and
+``full`` (every validation image, 100 timed iterations, ablations on). On a GPU at least 100
+images are timed.
+
+Several processes (``torchrun --nproc-per-node W -m bench run ...``): every rank evaluates
+its share of the validation batches and rank 0 gathers the detections and scores them once,
+so AP and the detections file equal a single-process run's (:mod:`bench.measure.detector`).
+Rank 0 alone generates missing data, writes every file and times latency while the others
+wait; ``--train`` trains on all ranks (:mod:`bench.train.loop`).
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from bench.anchors.coverage import load_boxes
+from bench.data.coco import CocoDetection, find_split
+from bench.data.synthetic import PRESETS, ensure_synthetic
+from bench.data.transforms import Letterbox
+from bench.distributed import barrier, broadcast_from_main, on_main
+from bench.errors import UsageError
+from bench.measure.detector import measure_variant
+from bench.results.env import collect_env
+from bench.results.report import write_report
+from bench.results.report_budget import BUDGETS_NAME
+from bench.results.store import ResultStore, write_json_atomic, write_text_atomic
+from bench.spec import ABLATIONS, ANCHOR_ABLATIONS, RunSpec, Variant, parse_detectors
+from bench.train.checkpoints import anchor_record, export_zoo, load_checkpoint, zoo_path
+from bench.train.loop import TrainConfig, train_detector
+from detectors import DETECTORS
+
+__all__ = [
+    "PROFILES",
+    "EvalSet",
+    "Profile",
+    "SuiteOutcome",
+    "Weights",
+    "default_input_size",
+    "prepare_data",
+    "resolve_weights",
+    "run_suite",
+    "select_variants",
+]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much of everything a run does."""
+
+    synthetic: str  # bench.data.synthetic.PRESETS entry generated for --data synthetic
+    max_images: int | None  # validation images evaluated (None: all)
+    warmup: int  # untimed latency iterations
+    iters: int  # timed latency iterations (a GPU gets at least 100)
+    ablations: bool  # CornerNet ablation rows by default
+    train_images: int | None  # --train budget in images (None: TrainConfig's)
+    latency_images: int = 4  # distinct raw images cycled through while timing
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", 16, 1, 5, False, 16),
+    "quick": Profile("default", 300, 3, 20, True, None),  # >= 300 images: one does not move AP
+    "full": Profile("default", None, 10, 100, True, None),
+}
+
+
+@dataclass
+class Weights:
+    """Where a variant's weights come from: ``kind`` "zoo", "trained" or "random"."""
+
+    kind: str
+    path: Path | None = None
+    note: str = ""
+    info: dict[str, Any] = field(default_factory=dict)  # seconds_per_iter, images_seen, ...
+
+
+def select_variants(
+    text: str | None,
+    builders: Mapping[str, Callable],
+    ablations: bool,
+    has_weights: Callable[[str], bool] | None = None,
+) -> list[Variant]:
+    """Detectors named by ``--detectors`` (:func:`bench.spec.parse_detectors`; default: every
+    one of ``builders``) plus, with ``ablations``, the ABLATIONS of their bases and the
+    paper-anchor rows (``bench.spec.ANCHOR_ABLATIONS``) of their bases for which
+    ``has_weights(name)`` is true (trained weights exist: a paper-anchor row with random
+    weights would compare anchors with no training)."""
+    variants = parse_detectors(text, builders)
+    if ablations:
+        names, chosen = [v.base for v in variants if v.name == v.base], {v.name for v in variants}
+        extra = [*ABLATIONS]
+        if has_weights is not None:
+            extra += [a for a in ANCHOR_ABLATIONS if has_weights(a[0])]
+        variants += [
+            Variant(name, base, dict(kw))
+            for name, base, kw in extra
+            if base in names and name not in chosen
+        ]
+    return variants
+
+
+def prepare_data(spec: str, profile: Profile) -> tuple[str, Path]:
+    """``--data`` -> (kind, dataset root), generating the synthetic set when needed."""
+    kind, _, path = spec.partition(":")
+    if kind == "synthetic":
+        if path:
+            try:
+                find_split(path, "val")  # an existing set is used as it is
+                return kind, Path(path).resolve()
+            except UsageError:
+                pass
+        default = "data/synthetic" + ("-smoke" if profile.synthetic == "smoke" else "")
+        preset = PRESETS[profile.synthetic]
+        return kind, ensure_synthetic(Path(path or default), card=False, **preset)
+    if kind == "coco" and path:
+        find_split(path, "val")  # UsageError naming the paths tried
+        return kind, Path(path).resolve()
+    raise UsageError(f"--data {spec!r}: expected synthetic, synthetic:PATH or coco:PATH")
+
+
+def default_input_size(kind: str, root: Path) -> int:
+    """The network input of a data set: a synthetic set's image size, else 128 / 512."""
+    try:
+        return int(json.loads((root / "synthetic.json").read_text())["params"]["image_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 128 if kind == "synthetic" else 512
+
+
+def _zoo_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        files = json.loads((folder / "manifest.json").read_text()).get("files", {})
+        return files if isinstance(files, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _misfit(rec: dict, v: Variant, backbone: str, preset: str, builders) -> str:
+    """Why a zoo record's weights do not fit the detector the current code builds ("" if
+    they do): other parameter names or shapes (a changed head), or other anchors than the
+    ones the weights were trained with (same shapes: it would evaluate silently wrong)."""
+    build = (builders or {}).get(v.base)
+    if build is None:
+        from detectors import DETECTORS
+
+        build = DETECTORS[v.base]
+    model = build(rec["detector"]["num_classes"], backbone=backbone, preset=preset, **v.kwargs)
+    want = {k: tuple(t.shape) for k, t in model.state_dict().items()}
+    got = {k: tuple(t.shape) for k, t in rec["model"].items()}
+    if want != got:
+        diff = sorted(set(want) ^ set(got)) or [k for k in want if want[k] != got[k]]
+        return (
+            f"its weights do not fit the current {v.base} ({len(diff)} parameters differ, "
+            f"e.g. {diff[0]}): trained with an older version; retrain it"
+        )
+    anchors, trained = anchor_record(model), (rec.get("manifest") or {}).get("anchors")
+    if anchors is not None and trained is None:
+        return "its anchors are not recorded (trained before 2026-12-02): retrain it"
+    if anchors is not None and anchors != trained:
+        return f"trained with other anchors ({trained}) than the current preset's ({anchors})"
+    return ""
+
+
+def resolve_weights(
+    variants: list[Variant], folder: Path, *, explicit: bool, backbone: str, preset: str,
+    cat_ids: list[int], kind: str = "zoo", builders: Mapping[str, Callable] | None = None,
+) -> dict[str, Weights]:  # fmt: skip
+    """Each variant's weights in ``folder``; UsageError listing the problems if ``explicit``."""
+    manifest, out, problems = _zoo_manifest(folder), {}, []
+    for v in variants:
+        stem = zoo_path(folder, v.name, backbone).stem
+        entry = manifest.get(stem, {})
+        path = folder / entry.get("file", f"{stem}.pt")
+        note = ""
+        if not path.is_file():
+            note = f"no {path.name} in {folder}"
+        else:
+            try:
+                rec = load_checkpoint(path)
+            except UsageError as exc:
+                note = str(exc)
+            else:
+                want = {"name": v.base, "backbone": backbone, "preset": preset, "kwargs": v.kwargs}
+                got = {k: rec["detector"].get(k) for k in want}
+                if got != want:
+                    note = f"{path} holds {got}, expected {want}"
+                elif rec["detector"].get("label_to_cat_id") != cat_ids:
+                    note = f"{path} was trained on other categories than this dataset's"
+                elif misfit := _misfit(rec, v, backbone, preset, builders):
+                    note = f"{path}: {misfit}"
+                else:
+                    info = {"images_seen": (rec.get("manifest") or {}).get("images_seen")}
+                    info.update(
+                        {k: entry[k] for k in ("seconds_per_iter", "images_seen") if k in entry}
+                    )
+                    curve = folder / entry.get("loss_curve", f"{stem}.loss_curve.csv")
+                    info["loss_curve"] = str(curve) if curve.is_file() else None
+                    out[v.name] = Weights(kind, path, "", info)
+                    continue
+        problems.append(note)
+        out[v.name] = Weights("random", None, note)
+    if explicit and problems:
+        raise UsageError(
+            f"--weights {folder}: " + "; ".join(problems) + ". Expected fp16 zoo files "
+            "<detector>-<backbone>.pt from `python -m bench train --export-zoo DIR` or --train"
+        )
+    return out
+
+
+def train_variants(spec: RunSpec, builders: Mapping[str, Callable]) -> Path:
+    """Train every variant of ``spec`` (resumable; on every rank) into ``out/train``; rank 0
+    exports ``out/zoo``, which it returns."""
+    cfg = TrainConfig(input_size=spec.data.input_size)
+    if spec.train_images is not None:
+        cfg = TrainConfig(input_size=spec.data.input_size, images_seen=spec.train_images)
+    zoo, summaries = spec.out / "zoo", []
+    for v in spec.variants:
+        s = train_detector(
+            v.base, data_root=spec.data.root, out_dir=spec.out / "train" / v.name, cfg=cfg,
+            device=spec.device, backbone=spec.backbone, preset=spec.data.preset,
+            detector_kwargs=v.kwargs, progress=spec.progress, builder=builders[v.base],
+        )  # fmt: skip
+        summaries.append((v, s))
+    on_main(lambda: export_zoo([(v.name, s) for v, s in summaries], zoo))  # others wait
+    return zoo
+
+
+@dataclass
+class EvalSet:
+    """The validation images of a run: ``dataset[indices]``, their ground truth written to
+    ``gt_path``; ``val_boxes(size)`` their letterboxed boxes (read once, for anchor coverage)."""
+
+    dataset: CocoDetection
+    indices: list[int]
+    gt_path: Path
+    root: Path
+    _boxes: dict[int, list] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, spec: RunSpec) -> EvalSet:
+        data = spec.data
+        dataset = CocoDetection.from_root(data.root, data.split, Letterbox(data.input_size))
+        indices = list(range(len(dataset)))[: data.max_images]
+        return cls(dataset, indices, spec.out / "annotations.json", data.root)
+
+    def val_boxes(self, size: int) -> list:
+        if size not in self._boxes:
+            boxes = load_boxes(self.root, "val", size)  # in the JSON's image order
+            order = {im["id"]: i for i, im in enumerate(self.dataset.coco.dataset["images"])}
+            self._boxes[size] = [boxes[order[self.dataset.ids[i]]] for i in self.indices]
+        return self._boxes[size]
+
+    def described(self) -> dict[str, Any]:
+        """The ``dataset`` entry of ``run.json``."""
+        return {
+            "root": str(self.root), "split": "val", "images": len(self.indices),
+            "annotations": str(self.gt_path), "source": str(self.dataset.ann_file),
+        }  # fmt: skip
+
+
+def open_store(spec: RunSpec, evalset: EvalSet) -> ResultStore:
+    """The run's ResultStore (refusing another run's folder), ``env.json`` and the evaluated
+    ground truth ``annotations.json`` (rank 0)."""
+    store = ResultStore(spec.out, config=spec.config(), env=collect_env(),
+                        dataset=evalset.described())  # fmt: skip
+    if not (spec.out / "env.json").exists():
+        write_json_atomic(spec.out / "env.json", store.env)
+    if not evalset.gt_path.exists():
+        keep = {evalset.dataset.ids[i] for i in evalset.indices}
+        data = evalset.dataset.coco.dataset
+        gt = {k: v for k, v in data.items() if k not in ("images", "annotations")}
+        gt["images"] = [im for im in data["images"] if im["id"] in keep]
+        gt["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+        write_json_atomic(evalset.gt_path, gt, indent=None)
+    return store
+
+
+@dataclass
+class SuiteOutcome:
+    """What :func:`run_suite` did: the store (rank 0; None elsewhere), the report files and
+    the variants that failed (``"name (error)"``)."""
+
+    store: ResultStore | None
+    report: tuple[Path, Path] | None
+    failed: list[str]
+
+
+def run_suite(
+    spec: RunSpec, builders: Mapping[str, Callable] | None = None, *,
+    err: Console | None = None, main: bool = True,
+) -> SuiteOutcome:  # fmt: skip
+    """Evaluate, time and store every variant of ``spec`` (see the module docstring).
+
+    ``builders`` (default: the registry) build each variant's base detector; ``err`` gets
+    the progress and warnings (rank 0 speaks for every rank); ``main``: this is rank 0.
+    """
+    builders = dict(DETECTORS if builders is None else builders)
+    err = err or Console(stderr=True, quiet=not main)
+    evalset = EvalSet.load(spec)
+    cat_ids = evalset.dataset.cat_ids
+    weights_dir = spec.weights_dir
+    resolved = None
+    if not spec.train:
+        resolved = resolve_weights(
+            list(spec.variants), weights_dir, explicit=spec.explicit_weights,
+            backbone=spec.backbone, preset=spec.data.preset, cat_ids=cat_ids, builders=builders,
+        )  # fmt: skip
+    store = on_main(lambda: open_store(spec, evalset))
+    if spec.train:
+        weights_dir = train_variants(spec, builders)
+        resolved = resolve_weights(
+            list(spec.variants), weights_dir, explicit=True, backbone=spec.backbone,
+            preset=spec.data.preset, cat_ids=cat_ids, kind="trained", builders=builders,
+        )  # fmt: skip
+    random_rows = [v.name for v in spec.variants if resolved[v.name].kind == "random"]
+    if random_rows:
+        err.print(
+            f"[bold red]WARNING: RANDOM WEIGHTS[/] for {', '.join(random_rows)}: no matching "
+            f"checkpoint in {escape(str(weights_dir))} (their AP means nothing; see "
+            "`python -m bench train`). Why, per detector:"
+        )
+        for name in random_rows:
+            err.print(f"  {name}: {escape(resolved[name].note)}")
+    budgets = weights_dir / BUDGETS_NAME  # AP by training budget (bench analyze budgets)
+    if main and budgets.is_file() and not spec.train:
+        write_text_atomic(spec.out / BUDGETS_NAME, budgets.read_text())
+    key = (spec.backbone, spec.data.input_size, spec.device.type, spec.dtype)
+    done = [
+        v.name
+        for v in spec.variants
+        if store and all(store.has((v.name, *key, b)) for b in spec.timing.batches)
+    ]
+    done = broadcast_from_main(done)
+    progress = Progress(
+        "{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, disable=not spec.progress or not main,
+    )  # fmt: skip
+    failed = []
+    with progress:
+        for v in spec.variants:
+            if v.name in done:
+                err.print(f"{v.name}: already in {spec.out}, skipped")
+                continue
+            try:
+                measure_variant(v, resolved[v.name], spec, evalset, builders, store, progress)
+            except Exception as exc:  # one broken detector must not cost the others' rows
+                console = err if main else Console(stderr=True)  # every rank's own traceback
+                console.print(traceback.format_exc(), markup=False, highlight=False)
+                failed.append(f"{v.name} ({type(exc).__name__}: {exc})")
+            barrier()  # rank 0 timed and stored the rows
+    report = write_report(spec.out) if main else None
+    return SuiteOutcome(store, report, failed)
