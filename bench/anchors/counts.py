@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from bench.anchors.coverage import anchor_coverage
 from detectors import build_detector
 
 __all__ = ["anchor_counts", "count_for", "coverage_table"]
@@ -79,7 +80,6 @@ def coverage_table(
     Anchor sets: :data:`ANCHOR_SETS`; ``fitted`` holds each detector's builder keyword
     arguments (``fit_presets(...)["detectors"][name]["fields"]``).
     """
-    from bench.anchors.coverage import anchor_coverage
 
     table: dict[str, dict[str, dict]] = {}
     for name in names:

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torchvision.ops import box_iou
 
+from bench.data.coco import find_split, load_coco_json
+
 __all__ = [
     "SIZE_BUCKETS",
     "THRESHOLDS",
@@ -67,7 +69,6 @@ def load_boxes(root: str | Path, split: str, input_size: int | Sequence[int]) ->
     min(H/h, W/w), centred padding); crowd boxes and boxes of zero width or height are left out.
     UsageError (from :func:`bench.data.coco.find_split`) when the split is missing.
     """
-    from bench.data.coco import find_split, load_coco_json
 
     out_h, out_w = _size_pair(input_size)
     data = load_coco_json(find_split(root, split)[1])

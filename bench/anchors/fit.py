@@ -44,6 +44,8 @@ import torch
 
 from bench.anchors.coverage import best_anchor_iou, box_sizes, load_boxes
 from bench.spec import ANCHOR_DETECTORS
+from detectors import build_detector
+from detectors.pyramid import padded_size
 
 __all__ = [
     "fit_levels",
@@ -182,8 +184,6 @@ def fit_levels(
     for the procedure. Returns ``{"fields": {config field: value}, "mean_best_iou", "start",
     "rounds", "level_shares"}`` (the share of boxes whose best anchor is on each level).
     """
-    from detectors import build_detector
-    from detectors.pyramid import padded_size
 
     model = build_detector(name, 1)
     layout = _layout(model.config)
@@ -260,7 +260,6 @@ def fit_presets(
     "aspect_w_over_h_quantiles", "detectors": {name: {"fields", "mean_best_iou", "method",
     ...}}}``; ``fields`` are keyword arguments of the detector's builder.
     """
-    from detectors import build_detector
 
     per_image = load_boxes(root, split, input_size)
     boxes = torch.cat(per_image) if per_image else torch.zeros(0, 4)

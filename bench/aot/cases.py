@@ -128,6 +128,7 @@ def kernel_functions() -> dict[str, Any]:
 
     JITFunctions, or the interpreter's stand-ins when TRITON_INTERPRET was set at import.
     """
+    # triton on use: TRITON_INTERPRET at import decides what it holds
     from triton.runtime.jit import KernelInterface
 
     found = {}
@@ -146,6 +147,7 @@ def _recording(launches: list[Launch], case: list[str]) -> Iterator[None]:
     is_cuda is patched on torch.Tensor rather than given to a subclass: autograd hands a
     custom Function its saved outputs back as plain tensors, which would lose a subclass's.
     """
+    # triton on use: TRITON_INTERPRET at import decides what it holds
     from triton.runtime.jit import JITFunction
 
     fns = [fn for fn in kernel_functions().values() if isinstance(fn, JITFunction)]
@@ -178,7 +180,7 @@ def record_launches(dtypes: Sequence[str], pattern: str | None = None) -> list[L
     error is ignored once the case has launched something; a case that launched nothing
     raises RuntimeError.
     """
-    import triton
+    import triton  # triton on use: TRITON_INTERPRET at import decides what it holds
 
     if triton.knobs.runtime.interpret:
         raise RuntimeError(

@@ -28,11 +28,14 @@ with their ptxas log and SASS, so a second run takes seconds.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
+import functools
 import importlib
 import io
 import json
 import math
+import multiprocessing
 import os
 import shlex
 import subprocess
@@ -103,7 +106,7 @@ _MODELS: dict[str, Callable[[dict[str, Any], int, int], _Model]] = {
 
 def _specialise(launch: Launch, backend: Any) -> tuple[Any, dict, dict, dict]:
     """``(options, signature, constexprs, attrs)`` as JITFunction.run would compute them."""
-    import triton
+    import triton  # triton on use: TRITON_INTERPRET at import decides what it holds
     from triton.runtime.jit import create_function_from_signature
 
     fn = launch.fn
@@ -119,6 +122,7 @@ def _specialise(launch: Launch, backend: Any) -> tuple[Any, dict, dict, dict]:
 
 def _tasks(launches: list[Launch], arch: int) -> list[dict[str, Any]]:
     """One compile task per distinct specialisation on ``arch``, in order of first launch."""
+    # triton on use: TRITON_INTERPRET at import decides what it holds
     from triton.backends.compiler import GPUTarget
     from triton.compiler.compiler import make_backend
 
@@ -154,7 +158,7 @@ def _tasks(launches: list[Launch], arch: int) -> list[dict[str, Any]]:
 
 def _cuobjdump_sass(cubin: bytes) -> str:
     """The SASS of a cubin, by the cuobjdump of the triton wheel."""
-    import triton
+    import triton  # triton on use: TRITON_INTERPRET at import decides what it holds
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "kernel.cubin")
@@ -172,7 +176,7 @@ def _keep_ptxas_log_and_sass(
     without arguments it returns the (key, hash) added to the cache key: kernels cached
     without this hook, which lack both, are not picked up.
     """
-    import triton
+    import triton  # triton on use: TRITON_INTERPRET at import decides what it holds
 
     if backend is None:
         return "cornerbench-ptxas-log-and-sass", "1"
@@ -194,7 +198,7 @@ def _keep_ptxas_log_and_sass(
 
 def _compile(task: dict[str, Any], artifacts: str | None = None) -> dict[str, Any]:
     """Compile one task; its row of figures (``error`` set when it does not compile)."""
-    import triton
+    import triton  # triton on use: TRITON_INTERPRET at import decides what it holds
     from triton.backends.compiler import GPUTarget
     from triton.compiler.compiler import ASTSource
 
@@ -240,9 +244,6 @@ def compile_table(
 ) -> list[dict[str, Any]]:
     """Rows of every specialisation on every arch, compiled in this process (see the module
     docstring); ``jobs`` processes compile in parallel (default: the usable CPUs)."""
-    import concurrent.futures
-    import functools
-    import multiprocessing
 
     launches = record_launches(dtypes, pattern)
     tasks = [t for arch in archs for t in _tasks(launches, arch)]
@@ -268,7 +269,7 @@ def aot_table(
     Rows of kernels that do not compile have ``error`` set; RuntimeError when the subprocess
     fails before writing any row (a case that launches nothing, an import error).
     """
-    import triton
+    import triton  # triton on use: TRITON_INTERPRET at import decides what it holds
 
     if not triton.knobs.runtime.interpret:
         return compile_table(archs, dtypes, pattern, jobs, artifacts)

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from bench.aot.compile import aot_table
 from bench.aot.sass import GPU_LIMITS
+from bench.results.env import collect_env
+from bench.results.report import render_markdown
+from bench.results.store import write_csv_atomic, write_json_atomic, write_text_atomic
 
 __all__ = ["COLUMNS", "environment", "markdown", "write_aot_reports", "write_tables"]
 
@@ -54,9 +60,7 @@ NOTES = (
 
 def environment(archs: Sequence[int], dtypes: Sequence[str]) -> dict[str, Any]:
     """:func:`bench.results.env.collect_env` plus the ptxas version, archs, dtypes and SM limits."""
-    import triton
-
-    from bench.results.env import collect_env
+    import triton  # triton on use: TRITON_INTERPRET at import decides what it holds
 
     env = collect_env()
     cmd = [triton.knobs.nvidia.ptxas.path, "--version"]
@@ -82,7 +86,6 @@ def _cell(key: str, value: Any) -> str:
 
 def markdown(rows: Sequence[dict[str, Any]], env: dict[str, Any], arch: int) -> str:
     """The table of one arch as Markdown: versions and date first, definitions after."""
-    from bench.results.report import render_markdown
 
     lim = GPU_LIMITS[arch]
     intro = (
@@ -107,9 +110,6 @@ def markdown(rows: Sequence[dict[str, Any]], env: dict[str, Any], arch: int) -> 
 
 def write_tables(rows: Sequence[dict[str, Any]], env: dict[str, Any], out: Path) -> list[Path]:
     """Write ``out/aot-<arch>/`` for each arch of ``rows``; returns the folders."""
-    import pandas as pd
-
-    from bench.results.store import write_csv_atomic, write_json_atomic, write_text_atomic
 
     folders = []
     for arch in sorted({r["arch"] for r in rows}):
@@ -129,7 +129,6 @@ def write_aot_reports(
     jobs: int | None = None, artifacts: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[Path]]:  # fmt: skip
     """Compile (:func:`bench.aot.compile.aot_table`) and write the tables; ``(rows, folders)``."""
-    from bench.aot.compile import aot_table
 
     rows = aot_table(archs, dtypes, pattern=pattern, jobs=jobs, artifacts=artifacts)
     return rows, write_tables(rows, environment(archs, dtypes), out)

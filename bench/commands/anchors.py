@@ -35,8 +35,15 @@ import json
 import sys
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from bench.anchors.counts import anchor_counts, coverage_table
+from bench.anchors.coverage import SIZE_BUCKETS, load_boxes
+from bench.anchors.fit import fit_presets, format_fields
+from bench.data.coco import find_split
 from bench.errors import UsageError
+from bench.results.store import write_json_atomic, write_text_atomic
 from bench.spec import ANCHOR_DETECTORS, parse_detectors
 from detectors import DETECTORS, PRESETS
 from detectors.backbones import HOURGLASS_PRESETS
@@ -109,9 +116,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(counts, indent=2))
         return 0
 
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(
         title=f"Anchors per image at {height}x{width} (preset {args.preset}, "
         f"backbone {args.backbone}; each detector pads the input itself)"
@@ -143,8 +147,6 @@ def _sha256(path: Path) -> str:
 
 
 def _load_or_fit(args, root: Path, size: tuple[int, int], names: list[str]) -> dict:
-    from bench.anchors.fit import fit_presets
-    from bench.data.coco import find_split
 
     sha = _sha256(find_split(root, "train")[1])
     saved = Path(args.out) / "fit.json"
@@ -166,7 +168,6 @@ def _pct(value: float | None) -> str:
 
 def _coverage_rows(table: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows: per detector and anchor set, "cov50/cov70" in % overall and by size."""
-    from bench.anchors.coverage import SIZE_BUCKETS
 
     first = next((c for sets in table.values() for c in sets.values()), None)
     count = (lambda b: f" ({first['by_size'][b]['boxes']})") if first else (lambda b: "")
@@ -188,7 +189,6 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _fit_markdown(fit: dict) -> str:
-    from bench.anchors.fit import format_fields
 
     h, w = fit["input_size"]
     sizes = ", ".join(f"{k}: {v:.1f}" for k, v in fit["size_quantiles"].items())
@@ -216,9 +216,6 @@ def _fit_markdown(fit: dict) -> str:
 
 def run_fit(args: argparse.Namespace) -> int:
     """``--fit`` and/or ``--coverage`` (see the module docstring). Exit code 0."""
-    from bench.anchors.coverage import load_boxes
-    from bench.anchors.fit import format_fields
-    from bench.results.store import write_json_atomic, write_text_atomic
 
     root = Path(args.data)
     size = _input_size(args, root)
@@ -255,8 +252,6 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(table, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
 
     rich_table = Table(title=title)
     for i, column in enumerate(header):

@@ -14,6 +14,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from bench.results.compare import METRICS, compare_results
 
 
@@ -43,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     table = Table(title=f"B - A: A = {args.dir_a}, B = {args.dir_b}")

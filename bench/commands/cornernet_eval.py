@@ -31,8 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.progress import track
 
+from bench.commands.eval import print_result
+from bench.data.coco import CocoDetection
 from bench.errors import UsageError
+from bench.results.coco_eval import detections_to_coco, evaluate_coco
+from bench.results.env import collect_env
+from bench.results.store import write_json_atomic
+from bench.spec import resolve_device
+from detectors import build_detector
+from detectors.cornernet import load_official_checkpoint
+from detectors.cornernet.inference import MULTI_SCALES, CornerNetTestConfig
 
 __all__ = ["add_arguments", "run"]
 
@@ -63,8 +74,6 @@ def _dataset_root(spec: str) -> Path:
 
 
 def _build(args: argparse.Namespace, num_classes: int, device: torch.device):
-    from detectors import build_detector
-    from detectors.cornernet import load_official_checkpoint
 
     state = load_official_checkpoint(args.checkpoint)
     detector = build_detector("cornernet", num_classes, backbone=args.backbone, preset="paper")
@@ -92,16 +101,6 @@ def _load_partial(path: Path, options: dict[str, Any]) -> dict[str, list]:
 
 def run(args: argparse.Namespace) -> int:
     """``python -m bench cornernet-eval``: returns the exit code."""
-    from rich.console import Console
-    from rich.progress import track
-
-    from bench.commands.eval import print_result
-    from bench.data.coco import CocoDetection
-    from bench.results.coco_eval import detections_to_coco, evaluate_coco
-    from bench.results.env import collect_env
-    from bench.results.store import write_json_atomic
-    from bench.spec import resolve_device
-    from detectors.cornernet.inference import MULTI_SCALES, CornerNetTestConfig
 
     root = _dataset_root(args.data)
     if args.max_images is not None and args.max_images < 1:

@@ -13,15 +13,18 @@ and even then only a folder holding a previous synthetic set is replaced.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
+from bench.data.card import write_card
+from bench.data.coco import find_split
+from bench.data.synthetic import DIFFICULTIES, PRESETS, generate_synthetic
 from bench.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``synthetic`` and ``card`` actions to ``parser``."""
-    from bench.data.synthetic import DIFFICULTIES, PRESETS
 
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     syn = sub.add_parser("synthetic", help="write the synthetic COCO-format benchmark")
@@ -50,7 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _synthetic(args: argparse.Namespace) -> int:
-    from bench.data.synthetic import PRESETS, generate_synthetic
 
     params = dict(PRESETS[args.preset])
     for key in params:
@@ -61,7 +63,6 @@ def _synthetic(args: argparse.Namespace) -> int:
         args.out, **params, workers=args.workers, overwrite=args.overwrite, card=not args.no_card
     )
     seconds = time.perf_counter() - start
-    import json
 
     counts = json.loads((out / "synthetic.json").read_text())["counts"]
     print(f"wrote {out} in {seconds:.1f} s ({', '.join(f'{k}={v}' for k, v in params.items())})")
@@ -76,8 +77,6 @@ def _synthetic(args: argparse.Namespace) -> int:
 
 
 def _card(args: argparse.Namespace) -> int:
-    from bench.data.card import write_card
-    from bench.data.coco import find_split
 
     names = [s for s in args.splits.split(",") if s]
     if not names:

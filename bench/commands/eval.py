@@ -25,6 +25,9 @@ import argparse
 import json
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from bench.errors import UsageError
 from bench.results.coco_eval import STAT_NAMES, evaluate_coco
 
@@ -63,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
 
 def print_result(result: dict[str, Any], title: str) -> None:
     """Print ``evaluate_coco``'s result: ``title``, the 12 statistics, per-class AP (rich)."""
-    from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     console.print(title)

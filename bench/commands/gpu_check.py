@@ -57,6 +57,7 @@ import torch
 from bench.errors import UsageError
 from bench.measure import gpu_plan
 from bench.measure.gpu_plan import DEADLINE_S, PART_NAMES, say
+from bench.results.env import collect_env
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +84,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``python -m bench gpu-check``: 0 (all passed), 1 (a part did not pass), 2 (no CUDA)."""
-    from bench.results.env import collect_env
 
     t0 = time.monotonic()
     if not args.dry_run and not torch.cuda.is_available():

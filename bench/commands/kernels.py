@@ -42,9 +42,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.table import Table
 
+from bench.aot.cases import dtypes_from
+from bench.aot.compile import ARCHS
+from bench.aot.report import write_aot_reports
 from bench.errors import UsageError
 from bench.measure.kernel_timing import NOMINAL_GBPS, copy_bandwidth, kernel_cases, run_cases
+from bench.results.env import collect_env
+from bench.results.report import render_markdown
+from bench.results.store import save_rows, write_text_atomic
+from bench.spec import resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +98,6 @@ def _cell(value: Any) -> str:
 
 def markdown(rows: list[dict[str, Any]], env: dict[str, Any], device: str) -> str:
     """The saved table as Markdown, headed by the device, versions and date."""
-    from bench.results.report import render_markdown
 
     intro = (
         f"Device: {device}; torch {env.get('torch_version')}, triton {env.get('triton_version')}, "
@@ -104,12 +112,6 @@ def markdown(rows: list[dict[str, Any]], env: dict[str, Any], device: str) -> st
 
 def run(args: argparse.Namespace) -> int:
     """``python -m bench kernels``: time, print and save the table; returns the exit code."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from bench.results.env import collect_env
-    from bench.results.store import save_rows, write_text_atomic
-    from bench.spec import resolve_device
 
     if args.aot:
         return run_aot(args)
@@ -154,9 +156,6 @@ def run(args: argparse.Namespace) -> int:
 
 def run_aot(args: argparse.Namespace) -> int:
     """``python -m bench kernels --aot``: compile, print and save the static tables."""
-    from bench.aot.cases import dtypes_from
-    from bench.aot.compile import ARCHS
-    from bench.aot.report import write_aot_reports
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: expected >= 1")

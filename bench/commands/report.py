@@ -22,6 +22,8 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich.table import Table
+
 from bench.results.report import COLUMNS, fmt, write_report
 
 SUMMARY = ("detector", "weights", "batch", "params", "anchors/img", "AP", "AP50", "p50 ms")
@@ -29,7 +31,6 @@ SUMMARY = ("detector", "weights", "batch", "params", "anchors/img", "AP", "AP50"
 
 def summary_table(rows: Sequence[Mapping[str, Any]]):
     """A rich table of the main columns (the run's summary)."""
-    from rich.table import Table
 
     table = Table(title="cornerbench results")
     chosen = [c for c in COLUMNS if c[0] in SUMMARY]

@@ -16,8 +16,11 @@ from pathlib import Path
 
 import torch
 
+from bench.data.coco import find_split
+from bench.data.synthetic import ensure_synthetic
 from bench.distributed import barrier, broadcast_from_main, init_from_env, on_main, shutdown
 from bench.errors import UsageError
+from bench.results.env import collect_env
 from bench.results.store import write_json_atomic
 from bench.spec import Variant, add_detectors_option, parse_detectors
 from bench.train.checkpoints import export_zoo, zoo_path
@@ -66,9 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _data_root(spec: str) -> Path:
     kind, _, path = spec.partition(":")
     if kind == "synthetic":
-        from bench.data.coco import find_split
-        from bench.data.synthetic import ensure_synthetic
-
         if path:  # an existing set (whatever its size) is used as it is
             try:
                 find_split(path, "train")
@@ -111,8 +111,6 @@ def run(args: argparse.Namespace) -> int:
         root = broadcast_from_main(on_main(lambda: _data_root(args.data)))
         summaries = [_train_one(v, root, cfg, device, args, ctx.is_main) for v in variants]
         if ctx.is_main:
-            from bench.results.env import collect_env
-
             write_json_atomic(
                 Path(args.out) / "train_summary.json",
                 {"config": asdict(cfg), "env": collect_env(), "detectors": summaries},

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 SIZE_BINS = np.geomspace(1, 1024, 41)  # box size bins, pixels
 ASPECT_BINS = np.geomspace(1 / 8, 8, 37)  # w / h bins
@@ -102,7 +103,7 @@ def split_stats(data: dict) -> dict[str, Any]:
 
 
 def _plot_stats(path: Path, loaded: dict[str, dict]) -> None:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib: imported on use (start-up time)
     from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(15, 4.5))  # fixed margins: a layout engine costs a second
@@ -142,8 +143,7 @@ def _plot_stats(path: Path, loaded: dict[str, dict]) -> None:
 
 
 def _plot_samples(path: Path, data: dict, image_dir: Path, n: int = 16) -> None:
-    from matplotlib.figure import Figure
-    from PIL import Image
+    from matplotlib.figure import Figure  # matplotlib: imported on use (start-up time)
 
     images = data["images"][:n]
     cols = int(np.ceil(np.sqrt(max(len(images), 1))))
@@ -174,7 +174,7 @@ def _plot_samples(path: Path, data: dict, image_dir: Path, n: int = 16) -> None:
 
 
 def _rectangle(x: float, y: float, w: float, h: float, colour: str):
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # matplotlib: imported on use (start-up time)
 
     # COCO boxes cover pixels [x, x + w); imshow centres pixel i on i, so shift by half a pixel
     return Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=colour, linewidth=1)

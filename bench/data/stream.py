@@ -32,6 +32,15 @@ from typing import Any
 
 import torch
 
+from bench.data.transforms import (
+    ColorJitter,
+    Compose,
+    Letterbox,
+    RandomHorizontalFlip,
+    RandomScaleCrop,
+    collate_detection,
+)
+
 __all__ = [
     "IMAGE_MEAN",
     "IMAGE_STD",
@@ -67,13 +76,6 @@ def build_train_transforms(cfg: Any) -> Callable[..., tuple[torch.Tensor, dict]]
     ``cfg`` is a :class:`bench.train.loop.TrainConfig` (``input_size``, ``scale_crop``,
     ``scale_range``, ``flip``, ``color_jitter`` are read).
     """
-    from bench.data.transforms import (
-        ColorJitter,
-        Compose,
-        Letterbox,
-        RandomHorizontalFlip,
-        RandomScaleCrop,
-    )
 
     steps: list[Any] = [Letterbox(cfg.input_size)]
     if cfg.scale_crop:
@@ -237,7 +239,6 @@ def stream_loader(
     Yields ``(images (n, 3, S, S), targets)`` (:func:`bench.data.transforms.collate_detection`),
     :func:`micro_steps` of them per step, in stream order.
     """
-    from bench.data.transforms import collate_detection
 
     sampler = StepBatches(
         batch_size, start, end, rank=rank, world_size=world_size, micro_batch=micro_batch

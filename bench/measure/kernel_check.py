@@ -42,6 +42,20 @@ from typing import Any
 
 import torch
 
+import kernels  # kernels.<op>: looked up at call time (the tests swap in a wrong op)
+from bench.results.store import write_json_atomic
+from kernels.corner_pool import (
+    CORNERS,
+    DIRECTIONS,
+    corner_pool,
+    corner_pool_reference,
+    fused_corner_pool,
+    fused_corner_pool_reference,
+)
+from kernels.decode import canonical_detections, cornernet_decode_reference
+from kernels.heatmap import heatmap_peaks_reference
+from kernels.soft_nms import soft_nms, soft_nms_per_class, soft_nms_reference
+
 __all__ = ["SHAPES", "build_parser", "check_kernels", "main"]
 
 # mode -> sizes; "gpu": the benchmark's (bench/measure/kernel_timing.py), "tiny": interpreter-sized
@@ -70,14 +84,6 @@ def _err(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 def _pool(shape, dtype, device, gen) -> list[tuple[str, Callable[[], float]]]:
-    from kernels.corner_pool import (
-        CORNERS,
-        DIRECTIONS,
-        corner_pool,
-        corner_pool_reference,
-        fused_corner_pool,
-        fused_corner_pool_reference,
-    )
 
     def draw() -> torch.Tensor:
         return torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
@@ -123,15 +129,12 @@ def _heads(sizes, dtype, device, gen) -> list[torch.Tensor]:
 
 
 def _peaks_and_decode(sizes, dtype, device, gen) -> list[tuple[str, Callable[[], float]]]:
-    from kernels import cornernet_decode, heatmap_peaks
-    from kernels.decode import canonical_detections, cornernet_decode_reference
-    from kernels.heatmap import heatmap_peaks_reference
 
     k = sizes["k"]
 
     def peaks() -> float:
         heat = _heads(sizes, dtype, device, gen)[0]
-        scores, *ints = heatmap_peaks(heat, k, backend="triton")
+        scores, *ints = kernels.heatmap_peaks(heat, k, backend="triton")
         ref_scores, *ref_ints = heatmap_peaks_reference(heat.float(), k)
         torch.testing.assert_close(scores, ref_scores, atol=1e-6, rtol=1e-6)
         for a, b in zip(ints, ref_ints):
@@ -140,7 +143,7 @@ def _peaks_and_decode(sizes, dtype, device, gen) -> list[tuple[str, Callable[[],
 
     def decode() -> float:
         heads = _heads(sizes, dtype, device, gen)
-        got = cornernet_decode(*heads, K=k, num_dets=sizes["dets"], backend="triton")
+        got = kernels.cornernet_decode(*heads, K=k, num_dets=sizes["dets"], backend="triton")
         ref = cornernet_decode_reference(*[h.float() for h in heads], K=k, num_dets=sizes["dets"])
         assert got.shape == ref.shape and got.dtype == torch.float32, (got.shape, got.dtype)
         err = 0.0
@@ -154,7 +157,6 @@ def _peaks_and_decode(sizes, dtype, device, gen) -> list[tuple[str, Callable[[],
 
 
 def _soft_nms(sizes, device, gen) -> list[tuple[str, Callable[[], float]]]:
-    from kernels.soft_nms import soft_nms, soft_nms_per_class, soft_nms_reference
 
     def draw(n: int):
         xy = torch.rand(n, 2, generator=gen) * 400
@@ -251,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("no CUDA device: use --dry-run to check on the CPU", file=sys.stderr)
         return 2
-    from bench.results.store import write_json_atomic
 
     seed = args.seed if args.seed is not None else time.time_ns() % 2**31
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (interpreter)"

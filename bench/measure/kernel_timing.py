@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from bench.measure.timing import measure
+from bench.measure.timing import measure, summarize
 from kernels import cornernet_decode, fused_corner_pool, heatmap_peaks, soft_nms
 from kernels.corner_pool_baselines import corner_pool_cummax, corner_pool_loop
 from kernels.decode import cornernet_decode_dense, cornernet_decode_reference
@@ -143,7 +143,6 @@ def run_cases(
     copy_gbps: float | None, peak_gbps: float | None, progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Time every case; one row per case with median/p90 ms, speed-up and bandwidth."""
-    from bench.measure.timing import measure, summarize
 
     rows = []
     for c in cases:

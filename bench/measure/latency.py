@@ -43,7 +43,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from bench.data.stream import normalize_images
+from bench.data.synthetic import render_image
+from bench.data.transforms import Letterbox, invert_boxes
 from bench.errors import UsageError
 from bench.measure.timing import TOTAL, measure_stages, summarize
 from bench.spec import LatencySpec
@@ -94,8 +98,6 @@ def preprocess(
     Letterboxed to ``input_size`` (S), normalised, cast to ``dtype`` on ``device``. Returns the
     input and the letterbox ``meta`` that :func:`bench.data.transforms.invert_boxes` needs.
     """
-    from bench.data.stream import normalize_images
-    from bench.data.transforms import Letterbox
 
     if not isinstance(raw, torch.Tensor) or raw.dim() != 3 or raw.shape[0] != 3:
         what = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
@@ -182,8 +184,6 @@ def measure_latency(
         with timer.stage("forward"):
             outputs = fwd(x)
         with timer.stage("decode"):
-            from bench.data.transforms import invert_boxes
-
             if getattr(fwd, "graph_decode", False):  # decode_graph ran in the forward stage
                 dets = model.decode_host(outputs)
             else:
@@ -213,7 +213,6 @@ def flatten_latency(stats: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
 
 def load_raw_images(paths: Sequence[str | os.PathLike]) -> list[torch.Tensor]:
     """Image files decoded to raw (3, H, W) uint8 RGB tensors (the input of ``preprocess``)."""
-    from PIL import Image
 
     images = []
     for path in paths:
@@ -225,7 +224,6 @@ def load_raw_images(paths: Sequence[str | os.PathLike]) -> list[torch.Tensor]:
 
 def render_raw_images(count: int, size: int, seed: int = 0) -> list[torch.Tensor]:
     """``count`` synthetic-benchmark images of ``size`` px, as raw (3, S, S) uint8 tensors."""
-    from bench.data.synthetic import render_image
 
     images = []
     for i in range(count):

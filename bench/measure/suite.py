@@ -174,8 +174,6 @@ def _misfit(rec: dict, v: Variant, backbone: str, preset: str, builders) -> str:
     ones the weights were trained with (same shapes: it would evaluate silently wrong)."""
     build = (builders or {}).get(v.base)
     if build is None:
-        from detectors import DETECTORS
-
         build = DETECTORS[v.base]
     model = build(rec["detector"]["num_classes"], backbone=backbone, preset=preset, **v.kwargs)
     want = {k: tuple(t.shape) for k, t in model.state_dict().items()}

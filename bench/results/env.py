@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bench import REPO_DIR
 
 NA = "n/a"
@@ -79,10 +81,6 @@ def _gpu() -> dict[str, Any]:
         "cuda_version": NA,
         "cudnn_version": NA,
     }
-    try:
-        import torch
-    except ImportError:
-        return info
     if torch.version.cuda:
         info["cuda_version"] = str(torch.version.cuda)
     if not torch.cuda.is_available():
@@ -117,12 +115,7 @@ def collect_env() -> dict[str, Any]:
         "cpu_count": os.cpu_count() or 0,
         "cpu_count_usable": usable,
     }
-    try:
-        import torch
-
-        env["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        env["torch_threads"] = 0
+    env["torch_threads"] = torch.get_num_threads()
     env.update(_gpu())
     for name in PACKAGES:
         env[f"{name}_version"] = package_version(name)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench.results.store import write_atomic
+from bench.results.tide import LABELS
 
 __all__ = [
     "pareto_front",
@@ -47,10 +48,10 @@ STAGE_COLUMNS = (
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # matplotlib: imported on use (start-up time)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: imported on use (start-up time)
 
     return plt
 
@@ -200,7 +201,6 @@ def plot_training_curves(curves: Mapping[str, Any], path: str | os.PathLike) -> 
 def plot_tide(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
     """Grouped bars: per row (detector) the AP50 gained by fixing each TIDE error type
     (``row["tide"]``: {type: dAP50}); rows without it are left out."""
-    from bench.results.tide import LABELS
 
     plt = _pyplot()
     used = [r for r in rows if isinstance(r.get("tide"), Mapping)]

@@ -29,8 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from pycocotools.cocoeval import COCOeval
 
 from bench.errors import UsageError
+from bench.results import plots
+from bench.results.coco_eval import load_coco_gt
 from bench.results.report_budget import budget_blocks
 from bench.results.report_claims import claim_blocks
 from bench.results.report_eval import ap50_marks, significance_block, tide_blocks
@@ -108,9 +112,6 @@ def precision_recall(
 ) -> tuple[np.ndarray, np.ndarray]:
     """COCOeval's precision at ``iou`` (area all, 100 detections), averaged over the classes
     that have objects: ``(recall (101,), precision (101,))``; zeros without detections."""
-    from pycocotools.cocoeval import COCOeval
-
-    from bench.results.coco_eval import load_coco_gt
 
     coco_gt = load_coco_gt(gt)
     dets = json.loads(Path(detections).read_text(encoding="utf-8"))
@@ -138,9 +139,6 @@ def _resolve(out_dir: Path, path: str | None) -> Path | None:
 
 def _plots(out_dir: Path, doc: Mapping[str, Any], rows: list[dict]) -> list[Block]:
     """Regenerate the plots; returns the blocks showing them."""
-    import pandas as pd
-
-    from bench.results import plots
 
     pdir = out_dir / "plots"
     blocks: list[Block] = [("h", 2, "Plots")]

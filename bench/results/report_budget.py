@@ -129,10 +129,10 @@ def equal_time(rows: Sequence[Mapping[str, Any]]) -> tuple[float | None, dict[st
 
 def plot_budgets(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """AP50 against images seen (left) and training seconds (right), one line per detector."""
-    import matplotlib
+    import matplotlib  # matplotlib: imported on use (start-up time)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: imported on use (start-up time)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for name in dict.fromkeys(r["detector"] for r in rows):

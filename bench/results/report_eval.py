@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.results import plots
 from bench.results.tide import LABELS
 
 __all__ = ["ap50_marks", "overlapping_pairs", "significance_block", "tide_blocks"]
@@ -90,7 +91,6 @@ def _tide_cell(row: Mapping[str, Any], name: str) -> str:
 def tide_blocks(rows: Sequence[Mapping[str, Any]], out_dir: str | Path) -> list[Block]:
     """The TIDE section: heading, explanation, table and ``plots/tide.png`` (written here);
     empty when no row has a TIDE breakdown."""
-    from bench.results import plots
 
     firsts = _firsts(rows, "tide")
     if not firsts:

@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from bench.results.coco_eval import load_coco_gt
+
 __all__ = ["ERROR_TYPES", "LABELS", "average_precision", "tide_errors"]
 
 ERROR_TYPES: tuple[str, ...] = ("cls", "loc", "both", "dupe", "bkg", "miss")
@@ -149,7 +151,6 @@ def tide_errors(
     Returns:
         ``{"ap50": float, "dap": {type: float}, "counts": {type: int}}``, types ERROR_TYPES.
     """
-    from bench.results.coco_eval import load_coco_gt
 
     if not 0 <= bg_thresh <= pos_thresh <= 1:
         raise ValueError(f"need 0 <= bg_thresh <= pos_thresh <= 1, got {bg_thresh}, {pos_thresh}")

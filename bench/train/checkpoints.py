@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ from typing import Any
 import torch
 
 from bench.errors import UsageError
-from bench.results.store import write_atomic
+from bench.results.store import write_atomic, write_json_atomic
+from detectors import DETECTORS
 
 __all__ = [
     "anchor_record",
@@ -233,10 +235,6 @@ def export_zoo(entries: list[tuple[str, Mapping[str, Any]]], folder: str | os.Pa
     "seconds_per_iter", "train_seconds", "final_loss"}}}`` keeps the entries of files exported
     before (so detectors can be exported one at a time). Returns the manifest's path.
     """
-    import json
-    import shutil
-
-    from bench.results.store import write_json_atomic
 
     folder = Path(folder)
     manifest_path = folder / "manifest.json"
@@ -272,8 +270,6 @@ def load_detector(
     ckpt = load_checkpoint(path)
     rec = ckpt["detector"]
     if builder is None:
-        from detectors import DETECTORS
-
         if rec["name"] not in DETECTORS:
             raise UsageError(
                 f"checkpoint {path} holds detector {rec['name']!r}, which is not in the "

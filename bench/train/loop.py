@@ -54,7 +54,9 @@ from typing import Any
 
 import pandas as pd
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from bench.data.coco import CocoDetection
 from bench.data.stream import (
     IMAGE_MEAN,
     IMAGE_STD,
@@ -74,6 +76,7 @@ from bench.distributed import (
     wrap_model,
 )
 from bench.errors import UsageError
+from bench.results.env import git_revision
 from bench.results.store import write_csv_atomic, write_json_atomic
 from bench.train.checkpoints import (
     anchor_record,
@@ -85,6 +88,7 @@ from bench.train.checkpoints import (
     save_atomic,
     training_checkpoint,
 )
+from detectors import DETECTORS
 from detectors.base import float32_outputs
 
 __all__ = [
@@ -233,8 +237,6 @@ def train_detector(
     step, e.g. a run finished before, the whole run's mean), final_loss (last curve row),
     resumed_from, skipped, world_size, paths.
     """
-    from bench.data.coco import CocoDetection
-    from bench.results.env import git_revision
 
     cfg = cfg or TrainConfig()
     ctx = context()
@@ -251,8 +253,6 @@ def train_detector(
         num_classes=dataset.num_classes, label_to_cat_id=dataset.cat_ids,
     )  # fmt: skip
     if builder is None:
-        from detectors import DETECTORS
-
         if name not in DETECTORS:
             raise UsageError(f"unknown detector {name!r}: expected one of {', '.join(DETECTORS)}")
         builder = DETECTORS[name]
@@ -452,7 +452,6 @@ def _summary(record, cfg, state, ckpt_path, curve_path, sec, skipped, resumed_fr
 def _progress(enabled: bool, name: str, total: int, done: int):
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     bar = Progress(
         f"[bold]{name}",
