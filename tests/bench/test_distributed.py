@@ -26,6 +26,7 @@ from bench.distributed import DistContext
 from bench.errors import UsageError
 from bench.results.coco_eval import STAT_NAMES
 from bench.train import loop as train
+from bench.train import session
 from bench.train.checkpoints import (
     anchor_record,
     detector_record,
@@ -150,7 +151,7 @@ def test_world_size_without_torchrun_variables_exits_2(
 def test_impossible_splits_over_processes_are_usage_errors(
     cfg: dict, match: str, data_root: Path, tmp_path: Path, monkeypatch
 ):
-    monkeypatch.setattr(train, "context", lambda: DistContext(rank=0, world_size=2))
+    monkeypatch.setattr(session, "context", lambda: DistContext(rank=0, world_size=2))
     config = dataclasses.replace(train.TrainConfig(images_seen=8, input_size=64), **cfg)
     with pytest.raises(UsageError, match=match):
         train.train_detector(DETECTOR, data_root=data_root, out_dir=tmp_path, cfg=config)
