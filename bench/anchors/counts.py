@@ -1,30 +1,6 @@
-"""``python -m bench anchors``: anchors per image of each detector at a network input size.
-
-CornerNet's paper argues that anchor-based detectors need very many anchors (over 100k for
-RetinaNet, over 40k for DSSD), most of them negatives. This command counts them: every
-detector is built (on the meta device, so even ``--backbone hg104`` is instant) and asked for
-``anchors_per_image(H, W)``, which runs its own anchor generator on the input size after the
-detector's own padding (to a multiple of 32 for the FPN detectors). Anchor-free detectors
-(CornerNet, CenterNet, FCOS) report 0.
-
-- ``anchor_counts(names, height, width, preset, backbone)`` -> ``{name: count or None}``
-  (``None``: the detector's module is not part of this installation).
-- ``add_arguments(parser)`` / ``run(args)``: the subcommand. A rich table by default; with
-  ``--json`` one object ``{name: count}`` of the available detectors only.
-
-Two more modes read a COCO-format data set (``--data DIR``, default ``data/synthetic``) at the
-network input (``--size``, default the synthetic set's image size, else 128):
-
-- ``--fit`` fits every anchor-based detector's anchors to the training boxes
-  (:func:`bench.anchors.fit.fit_presets`), prints the preset values and writes ``fit.json``
-  and ``fit.md`` to ``--out`` (default ``reports/anchors-fit``).
-- ``--coverage`` prints, for every anchor-based detector and each set of anchors (the
-  ``synthetic`` preset, ``synthetic-hand`` where a detector keeps one, the fitted ones, the
-  ``paper`` preset's), the share of the ``--split`` boxes (default val) whose best anchor has
-  IoU >= 0.5 and >= 0.7, overall and by size (:func:`bench.anchors.coverage.anchor_coverage`).
-  The fit is read from ``--out/fit.json`` when it was made on the same training annotations,
-  else made anew. With ``--fit`` it is also written there as ``coverage.json`` /
-  ``coverage.md``; with ``--json`` printed as JSON.
+"""Anchors per image of each detector at an input size (:func:`anchor_counts`, built on the
+meta device) and the coverage of a set of boxes by each anchor set a detector has
+(:func:`coverage_table`). The command is :mod:`bench.commands.anchors`.
 """
 
 from __future__ import annotations

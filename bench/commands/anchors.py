@@ -7,10 +7,8 @@ detector is built (on the meta device, so even ``--backbone hg104`` is instant) 
 detector's own padding (to a multiple of 32 for the FPN detectors). Anchor-free detectors
 (CornerNet, CenterNet, FCOS) report 0.
 
-- ``anchor_counts(names, height, width, preset, backbone)`` -> ``{name: count}``
-  (``None``: the detector's module is not part of this installation).
-- ``add_arguments(parser)`` / ``run(args)``: the subcommand. A rich table by default; with
-  ``--json`` one object ``{name: count}`` of the available detectors only.
+A rich table by default; with ``--json`` one object ``{name: count}``
+(:func:`bench.anchors.counts.anchor_counts`).
 
 Two more modes read a COCO-format data set (``--data DIR``, default ``data/synthetic``) at the
 network input (``--size``, default the synthetic set's image size, else 128):

@@ -1,10 +1,5 @@
-"""``python -m bench compare DIR_A DIR_B``: metric deltas between two run folders.
-
-Rows are matched on (detector, backbone, input size, dtype, batch). Deltas are ``B - A``
-(and ``B / A - 1`` for latency). Latency is only compared when both runs measured on the
-same device (type and model name, from ``env``): figures from two devices never share a
-table; the accuracy columns are compared whatever the device. COCO's -1 ("undefined") and
-missing values give no delta. Rows present in one folder only are listed.
+"""``python -m bench compare DIR_A DIR_B``: the metric deltas of two run folders as a table
+(``--json``: the dict); matching and deltas are :mod:`bench.results.compare`'s.
 """
 
 from __future__ import annotations

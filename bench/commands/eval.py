@@ -1,22 +1,6 @@
-"""COCO bbox evaluation with pycocotools, and ``python -m bench eval``.
-
-- ``detections_to_coco(image_ids, boxes_list, scores_list, labels_list, label_to_cat_id)``:
-  per-image xyxy boxes, scores and contiguous labels -> COCO results dicts
-  ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``, the top 100 per image.
-- ``evaluate_coco(gt, detections)``: the 12 COCO summary statistics and per-class AP.
-
-Conventions:
-- At most 100 detections per image (highest scores first; ties keep input order) are
-  evaluated and written. COCOeval's ``maxDets=100`` applies per image *and per category*, so
-  without this cap a detector emitting more boxes would be scored on more than 100.
-- A statistic with no ground-truth objects behind it (e.g. APs when no object is small) is
-  ``-1.0``, as pycocotools reports it, so the JSON stays standard; treat it as "not defined",
-  never average it. The same holds for a category's AP when the category has no objects.
-- Per-class AP: mean precision over IoU 0.50:0.95, area "all", 100 detections.
-- Zero detections are evaluated like any other result set: AP/AR 0 where objects exist.
-- Ground truth annotations without ``area`` get ``w * h``, without ``iscrowd`` get 0.
-- pycocotools' prints are captured; the summary text is returned under ``"summary"`` and
-  logged at DEBUG level.
+"""``python -m bench eval --gt GT --dt DT``: COCO bbox evaluation of a COCO results JSON,
+printed as a table (``--json``: the dict). The conventions (100 detections per image, -1 for
+undefined statistics, per-class AP) are :mod:`bench.results.coco_eval`'s.
 """
 
 from __future__ import annotations

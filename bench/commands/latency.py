@@ -1,37 +1,7 @@
-"""Per-stage latency of a detector, and ``python -m bench latency``.
-
-Protocol (every figure in milliseconds, per call of a batch; batch 1 = per image):
-
-- ``model.eval()`` under ``torch.inference_mode()``; ``warmup`` untimed iterations, then
-  ``iters`` timed ones (:func:`bench.measure.timing.measure_stages`: ``time.perf_counter`` on
-  the CPU,
-  CUDA events with one synchronisation before and after the timed loop on a GPU).
-- Stages of one iteration, on raw images (uint8 (3, H, W) as decoded from the file, cycled):
-  ``preprocess``: copy to the device, scale to [0, 1], letterbox to the input size, normalise
-  with the training mean/std (:func:`bench.data.stream.normalize_images`), cast to the dtype, stack;
-  ``forward``: backbone and heads (the detector's own input padding included);
-  ``decode``: the detector's decode and NMS on float32 outputs, boxes mapped back to the raw
-  image (:func:`bench.data.transforms.invert_boxes`);
-  ``end_to_end``: the whole iteration (the sum plus what lies between stages).
-- :func:`summarize` gives ``p50``, ``p90``, ``p99``, ``mean`` and ``n`` per stage.
-- Labelled variants of the forward stage: ``eager``; ``compile`` (``torch.compile(model)``,
-  compiled during warm-up); ``cudagraphs`` (``torch.compile(model, backend="cudagraphs")``:
-  CUDA graph replay without Inductor; CUDA only). Compiled variants get at least
-  ``COMPILED_WARMUP`` warm-up calls. Under ``cudagraphs``, a detector with ``decode_graph``
-  (CenterNet, CornerNet: the kernels are custom ops, :mod:`kernels.ops`) has its forward AND
-  the static part of its decode captured in one graph, timed as ``forward``; ``decode`` is
-  then what remains on the host (``decode_host``: CenterNet's unpadding, CornerNet's soft-NMS,
-  whose output size is data-dependent) plus mapping boxes back.
-
-``python -m bench latency --suite synthetic`` times the registry's detectors on the tiny
-backbone at 128 px with 9 classes (the synthetic benchmark); ``--suite paper`` on the full
-Hourglass-104 (``backbone="hg104"``) at 511 x 511 with 80 classes, beside the CornerNet paper's
-244 ms per image on a Titan X. Every detector gets the same 511 px letterboxed input; those
-whose backbone or pyramid needs a multiple of 32 zero-pad it to 512 inside ``forward`` (counted
-in forward latency and in anchors), CornerNet uses 511 as its release does. Weights are random
-(latency does not depend on them, except through how many boxes reach NMS). Raw images are
-rendered by the synthetic generator (:func:`bench.data.synthetic.render_image`) in memory.
-On a CPU the paper suite warns and runs few iterations.
+"""``python -m bench latency``: per-stage latency of every detector with random weights on a
+suite (``synthetic``: the tiny backbone at 128 px; ``paper``: Hourglass-104 at 511 px, 80
+classes, beside the CornerNet paper's 244 ms), printed as a table (``--json``: the rows),
+saved with ``--out``. The protocol is :mod:`bench.measure.latency`'s.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ from pathlib import Path
 from rich.console import Console
 
 from bench import REPO_DIR
-from bench.commands.report import summary_table
+from bench.commands._tables import add_wide_option
+from bench.commands.report import print_summary
 from bench.distributed import broadcast_from_main, init_from_env, local_device, on_main, shutdown
 from bench.errors import UsageError
 from bench.measure.suite import (
@@ -89,6 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--out", default=None, help="default reports/<date>-<device>-<profile>")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_wide_option(parser)
 
 
 def run_spec(
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace, *, builders: Mapping[str, Callable] | None = N
         outcome = run_suite(spec, builders, err=err, main=ctx.is_main)
         if ctx.is_main:
             md, html = outcome.report
-            Console().print(summary_table(outcome.store.rows))
+            print_summary(Console(), outcome.store.rows, wide=getattr(args, "wide", False), full=md)
             err.print(f"results: {outcome.store.json_path}\nreport: {md} and {html}")
         if outcome.failed:
             err.print(

@@ -1,19 +1,12 @@
-"""``python -m bench analyze``: the analyses behind the comparison's numbers.
+"""The analyses behind the comparison's numbers (the command is :mod:`bench.commands.analyze`):
 
-    python -m bench analyze cornernet --oracle heatmaps,offsets,embeddings [--weights FILE]
-    python -m bench analyze budgets --runs runs/zoo [--detectors a,b]
-
-- ``cornernet --oracle``: CornerNet's error analysis (paper Table 6): AP with the predicted
+- :func:`oracle_table`: CornerNet's error analysis (paper Table 6): AP with the predicted
   heatmaps, then offsets, then embeddings replaced by ground truth, cumulatively
   (:mod:`detectors.cornernet.oracle`), on the validation images.
-- ``budgets``: AP at several training budgets from one schedule (the snapshots that
+- :func:`budget_table`: AP at several training budgets from one schedule (the snapshots that
   ``bench train --snapshots`` keeps, and ``last.pt``), each with the training seconds it took,
   so that detectors can be compared at equal images seen and at equal wall-clock time.
-
-They write ``oracle.json``/``oracle.md`` or ``budgets.json``/``budgets.md`` into ``--out``
-(atomically) and print the table. ``--out zoo`` for ``budgets`` puts the table beside the zoo
-files, where ``bench run`` finds it and its report shows both budget views
-(:mod:`bench.results.report_budget`).
+- :func:`evaluate_images`: the evaluation loop both share with ``bench run``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""``python -m bench gpu-check``: is cornerbench correct and fast on this GPU? One command that
-fits a 15-minute GPU loan.
+"""The plan behind ``python -m bench gpu-check`` (:mod:`bench.commands.gpu_check`) and its
+runner: is cornerbench correct and fast on this GPU, within a 15-minute GPU loan.
 
 The plan (:func:`plan`), in this order, each part in its own process so that one failure
 (a crash, a broken CUDA context) cannot hide the others:

@@ -1,20 +1,12 @@
 """``python -m bench kernels``: the kernels against their torch references and baselines.
 
-The cases are the CornerNet shapes of tests/benchmarks (same providers, measured the
-harness's way, :func:`bench.measure.timing.measure`: warm-up, then timed calls, CUDA events on
-a GPU,
-``perf_counter`` on the CPU):
-
-- ``corner_pool tl fwd``: ``fused_corner_pool(a, b, "tl")`` at (1, 256, 128, 128) fp32;
-- ``corner_pool tl fwd+bwd``: forward and backward at (B, 256, 128, 128), B = 8 on a GPU, 1 on
-  the CPU (the baselines' Python row loops take seconds per call there);
-- ``cornernet_decode``: 1 x 80 x 128 x 128 heads, K = 100, 1000 detections;
-- ``heatmap_peaks``: 1 x 80 x 128 x 128, k = 100;
-- ``soft_nms``: 1000 boxes, Gaussian.
-
-Providers: ``triton`` (CUDA only), ``torch`` (the reference, our CPU path), ``cummax`` (flip +
-cummax + flip) and ``loop`` (the original's row loop) for pooling, ``dense`` (the original's
-decode written naively, K x K x 4 boxes) for decode.
+The cases are :data:`bench.measure.kernel_cases.KERNEL_CASES`, the definition the
+pytest-benchmark modules of tests/benchmarks/ time too (workloads, providers and sizes are
+described there): the benchmark shapes (FULL) on a GPU, SMALL on the CPU (pooling forward +
+backward at batch 1). They are measured the harness's way, :func:`bench.measure.timing.measure`:
+warm-up, then timed calls, CUDA events on a GPU, ``perf_counter`` on the CPU. Providers:
+``triton`` (CUDA only), ``torch`` (the reference, our CPU path; ``x_vs_torch`` divides by it)
+and baselines (``cummax``, ``loop``, ``dense``, ``per_class``).
 
 Bandwidth (pooling rows): ``GB/s`` counts the minimum traffic of the op, 12 B per fp32
 element forward (read a and b, write the sum) and 32 B forward + backward (+ read the output
@@ -36,16 +28,14 @@ kernel does not compile.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
 
+from bench.measure.kernel_cases import CaseUnavailable, Inputs, Size, cases_for, size_for
 from bench.measure.timing import measure, summarize
-from kernels import cornernet_decode, fused_corner_pool, heatmap_peaks, soft_nms
-from kernels.corner_pool_baselines import corner_pool_cummax, corner_pool_loop
-from kernels.decode import cornernet_decode_dense, cornernet_decode_reference
 
 __all__ = ["NOMINAL_GBPS", "copy_bandwidth", "kernel_cases", "run_cases"]
 
@@ -61,8 +51,6 @@ NOMINAL_GBPS: dict[str, float] = {
     "L4": 300.0,
     "RTX 4090": 1008.0,
 }
-POOL_SHAPE = (256, 128, 128)  # CornerNet's pooling branch at a 511 x 511 input
-FWD_BYTES, FWD_BWD_BYTES = 12, 32  # minimum bytes per fp32 element (module docstring)
 
 
 def copy_bandwidth(device: torch.device, mib: int = 256, iters: int = 10) -> float:
@@ -73,68 +61,29 @@ def copy_bandwidth(device: torch.device, mib: int = 256, iters: int = 10) -> flo
     return 2 * x.numel() * 4 / (float(sorted(ms)[len(ms) // 2]) * 1e-3) / 1e9
 
 
-def _pooling(batch: int, device: torch.device, backward: bool) -> dict[str, Callable]:
-    shape = (batch, *POOL_SHAPE)
-    a = torch.randn(shape, device=device, requires_grad=backward)
-    b = torch.randn(shape, device=device, requires_grad=backward)
-    grad = torch.randn(shape, device=device)
-    ops = {
-        "torch": lambda: fused_corner_pool(a, b, "tl", backend="torch"),
-        "cummax": lambda: corner_pool_cummax(a, "top") + corner_pool_cummax(b, "left"),
-        "loop": lambda: corner_pool_loop(a, "top") + corner_pool_loop(b, "left"),
-    }
-    if device.type == "cuda":
-        ops = {"triton": lambda: fused_corner_pool(a, b, "tl", backend="triton"), **ops}
-
-    def wrap(op: Callable) -> Callable:
-        if backward:
-            return lambda: torch.autograd.grad(op(), (a, b), grad)
-        return lambda: op()
-
-    return {name: wrap(op) for name, op in ops.items()}
-
-
-def _decode_inputs(device: torch.device) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    heat = [torch.randn(1, 80, 128, 128, generator=gen) - 4 for _ in range(2)]  # sparse peaks
-    tags = [torch.randn(1, 1, 128, 128, generator=gen) for _ in range(2)]
-    regr = [torch.rand(1, 2, 128, 128, generator=gen) for _ in range(2)]
-    return [t.to(device) for t in (*heat, *tags, *regr)]
-
-
-def kernel_cases(device: torch.device) -> list[dict[str, Any]]:
-    """``[{"case", "provider", "fn", "elements", "bytes_per_element"}]`` for ``device``."""
-    triton = ["triton"] if device.type == "cuda" else []
+def kernel_cases(device: torch.device, size: Size | None = None) -> list[dict[str, Any]]:
+    """``[{"id", "case", "provider", "fn"[, "elements", "bytes_per_element"]}]``: every case
+    of :data:`~bench.measure.kernel_cases.KERNEL_CASES` that runs on ``device``, built at
+    ``size`` (default: FULL on a GPU, SMALL on the CPU). The providers of a workload share its
+    inputs; a workload whose inputs cannot be made here is left out with a warning."""
+    size = size or size_for(device)
+    made: dict[str, Inputs | None] = {}
     cases: list[dict[str, Any]] = []
-    train_batch = 8 if device.type == "cuda" else 1
-    for label, batch, backward, nbytes in (
-        ("corner_pool tl fwd", 1, False, FWD_BYTES),
-        ("corner_pool tl fwd+bwd", train_batch, True, FWD_BWD_BYTES),
-    ):
-        label = f"{label} ({batch}, 256, 128, 128)"
-        for provider, fn in _pooling(batch, device, backward).items():
-            elements = batch * POOL_SHAPE[0] * POOL_SHAPE[1] * POOL_SHAPE[2]
-            cases.append(dict(case=label, provider=provider, fn=fn, elements=elements,
-                              bytes_per_element=nbytes))  # fmt: skip
-    heads = _decode_inputs(device)
-    decoders = {"torch": cornernet_decode_reference, "dense": cornernet_decode_dense}
-    if triton:
-        decoders = {"triton": partial(cornernet_decode, backend="triton"), **decoders}
-    for provider, fn in decoders.items():
-        cases.append(dict(case="cornernet_decode 1x80x128x128 K=100", provider=provider,
-                          fn=partial(fn, *heads, K=100, num_dets=1000)))  # fmt: skip
-    for provider in [*triton, "torch"]:
-        cases.append(dict(case="heatmap_peaks 1x80x128x128 k=100", provider=provider,
-                          fn=partial(heatmap_peaks, heads[0], 100, backend=provider)))  # fmt: skip
-    gen = torch.Generator().manual_seed(0)
-    xy, wh = torch.rand(1000, 2, generator=gen) * 400, torch.rand(1000, 2, generator=gen) * 120 + 4
-    boxes, scores = (
-        torch.cat([xy, xy + wh], 1).to(device),
-        torch.rand(1000, generator=gen).to(device),
-    )
-    for provider in [*triton, "torch"]:
-        cases.append(dict(case="soft_nms gaussian 1000 boxes", provider=provider,
-                          fn=partial(soft_nms, boxes, scores, backend=provider)))  # fmt: skip
+    for case in cases_for(device):
+        if case.name not in made:
+            try:
+                made[case.name] = case.inputs(device, size)
+            except CaseUnavailable as exc:
+                warnings.warn(f"{case.name}: left out ({exc})", stacklevel=2)
+                made[case.name] = None
+        inputs = made[case.name]
+        if inputs is None:
+            continue
+        row = {"id": case.id, "case": inputs.label, "provider": case.provider,
+               "fn": case.op(inputs)}  # fmt: skip
+        if inputs.elements is not None:
+            row.update(elements=inputs.elements, bytes_per_element=inputs.bytes_per_element)
+        cases.append(row)
     return cases
 
 

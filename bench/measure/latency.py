@@ -1,4 +1,4 @@
-"""Per-stage latency of a detector, and ``python -m bench latency``.
+"""Per-stage latency of a detector (the command is :mod:`bench.commands.latency`).
 
 Protocol (every figure in milliseconds, per call of a batch; batch 1 = per image):
 

@@ -1,32 +1,10 @@
-"""The suite behind ``python -m bench run`` (:mod:`bench.commands.run`): resumable, one row per
-detector and batch size, driven by a :class:`bench.spec.RunSpec`.
-
-For every selected detector (and, with ``--ablations``, CornerNet without corner pooling and
-without the Gaussian penalty reduction, and each anchor-based detector with its paper's
-anchors where the weights folder has a zoo file for that row): load its zoo checkpoint (or
-train it first with ``--train``, or fall back to random weights, loudly), evaluate COCO AP
-on the validation images, count anchors and the matcher's positives/negatives, time each stage
-(:mod:`bench.measure.latency`), save a sample image, and append the row to ``results.json`` /
-``results.csv`` (:class:`bench.results.store.ResultStore`, atomic). At the end the report is
-written (:mod:`bench.results.report`) and a summary table printed.
-
-Output folder (``--out``, default ``reports/<date>-<device>-<profile>/``): ``run.json``,
-``results.{json,csv}``, ``env.json``, ``annotations.json`` (the evaluated ground truth),
-``detections/<detector>.json`` (COCO results), ``plots/``, ``report.md``, ``report.html``;
-with ``--train`` also ``train/`` (checkpoints, loss curves) and ``zoo/`` (fp16 weights).
-A rerun with the same options skips finished rows; a folder of another run is refused.
-
-Weights: ``--weights DIR`` holds ``<detector>-<backbone>.pt`` zoo files
-(:func:`bench.train.checkpoints.export_half`) and optionally ``manifest.json``
-``{"files": {"<detector>-<backbone>": {"file", "seconds_per_iter", "images_seen",
-"loss_curve"}}}``. Default: the repository's ``zoo/``; a detector without a (matching) file
-there is evaluated with random weights and marked ``weights: "random"``. A ``--weights DIR``
-given explicitly must hold every requested detector (exit 2 otherwise).
-
-Profiles (``--profile``): ``smoke`` (the small synthetic set, 16 images, 5 timed iterations;
-CI), ``quick`` (default: 300 validation images, 20 timed iterations, ablations on) and
-``full`` (every validation image, 100 timed iterations, ablations on). On a GPU at least 100
-images are timed.
+"""The suite behind ``python -m bench run`` (:mod:`bench.commands.run`, which describes the
+output folder, the weights and the profiles), driven by a :class:`bench.spec.RunSpec`:
+:func:`select_variants` (the rows), :func:`prepare_data`, :func:`resolve_weights` (zoo files
+checked against the code that will load them), :class:`EvalSet` (the validation images and
+their ground truth), :func:`train_variants` (``--train``), :func:`open_store` (the resumable
+:class:`bench.results.store.ResultStore`) and :func:`run_suite`, which measures every
+variant (:func:`bench.measure.detector.measure_variant`) and writes the report.
 
 Several processes (``torchrun --nproc-per-node W -m bench run ...``): every rank evaluates
 its share of the validation batches and rank 0 gathers the detections and scores them once,

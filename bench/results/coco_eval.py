@@ -1,4 +1,4 @@
-"""COCO bbox evaluation with pycocotools, and ``python -m bench eval``.
+"""COCO bbox evaluation with pycocotools (the command is :mod:`bench.commands.eval`).
 
 - ``detections_to_coco(image_ids, boxes_list, scores_list, labels_list, label_to_cat_id)``:
   per-image xyxy boxes, scores and contiguous labels -> COCO results dicts

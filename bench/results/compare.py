@@ -1,4 +1,5 @@
-"""``python -m bench compare DIR_A DIR_B``: metric deltas between two run folders.
+"""Metric deltas between two run folders (the command is ``python -m bench compare DIR_A DIR_B``,
+:mod:`bench.commands.compare`).
 
 Rows are matched on (detector, backbone, input size, dtype, batch). Deltas are ``B - A``
 (and ``B / A - 1`` for latency). Latency is only compared when both runs measured on the

@@ -1,4 +1,4 @@
-"""The report of a run folder, and ``python -m bench report DIR``.
+"""The report of a run folder (the command is :mod:`bench.commands.report`).
 
 A pure function of the saved results: ``results.json`` (rows, dataset, env), the evaluated
 ground truth (``dataset.annotations``, else ``DIR/annotations.json``), the detection files
