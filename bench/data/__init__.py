@@ -1,6 +1,7 @@
 """Datasets for the benchmark: the synthetic generator, COCO-format loading and transforms.
 
-- ``bench.data.synthetic``: ``generate_synthetic``, ``ensure_synthetic``, ``PRESETS``;
+- ``bench.data.synthetic``: ``generate_synthetic``, ``ensure_synthetic``, ``PRESETS``
+  (``bench.data.render``: one image; ``bench.data.shapes``: its drawing primitives);
 - ``bench.data.coco``: ``CocoDetection`` (synthetic and COCO 2017 layouts);
 - ``bench.data.transforms``: ``Letterbox``, ``invert_boxes``, augmentations, ``Compose``,
   ``collate_detection``;

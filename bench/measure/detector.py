@@ -18,13 +18,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bench.anchors.coverage import anchor_coverage
+from bench.anchors.coverage import anchor_coverage, load_boxes
+from bench.data.coco import CocoDetection
 from bench.data.stream import normalize_images
-from bench.data.transforms import collate_detection, invert_boxes
+from bench.data.transforms import Letterbox, collate_detection, invert_boxes
 from bench.distributed import gather_outcomes, shard
 from bench.measure.latency import (
     flatten_latency,
@@ -42,9 +45,8 @@ from detectors.base import float32_outputs
 if TYPE_CHECKING:
     from pycocotools.cocoeval import COCOeval
 
-    from bench.measure.suite import EvalSet
-
 __all__ = [
+    "EvalSet",
     "ASSIGN_IMAGES",
     "EVAL_BATCH",
     "error_analysis",
@@ -55,6 +57,39 @@ __all__ = [
 
 EVAL_BATCH = 8  # images per forward during evaluation (not timed)
 ASSIGN_IMAGES = 32  # images whose matcher assignment is averaged into the row
+
+
+@dataclass
+class EvalSet:
+    """The validation images of a run: ``dataset[indices]``, their ground truth written to
+    ``gt_path``; ``val_boxes(size)`` their letterboxed boxes (read once, for anchor coverage)."""
+
+    dataset: CocoDetection
+    indices: list[int]
+    gt_path: Path
+    root: Path
+    _boxes: dict[int, list] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, spec: RunSpec) -> EvalSet:
+        data = spec.data
+        dataset = CocoDetection.from_root(data.root, data.split, Letterbox(data.input_size))
+        indices = list(range(len(dataset)))[: data.max_images]
+        return cls(dataset, indices, spec.out / "annotations.json", data.root)
+
+    def val_boxes(self, size: int) -> list:
+        if size not in self._boxes:
+            boxes = load_boxes(self.root, "val", size)  # in the JSON's image order
+            order = {im["id"]: i for i, im in enumerate(self.dataset.coco.dataset["images"])}
+            self._boxes[size] = [boxes[order[self.dataset.ids[i]]] for i in self.indices]
+        return self._boxes[size]
+
+    def described(self) -> dict[str, Any]:
+        """The ``dataset`` entry of ``run.json``."""
+        return {
+            "root": str(self.root), "split": "val", "images": len(self.indices),
+            "annotations": str(self.gt_path), "source": str(self.dataset.ann_file),
+        }  # fmt: skip
 
 
 def _build(v: Variant, w, spec: RunSpec, num_classes: int, builders) -> torch.nn.Module:

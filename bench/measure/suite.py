@@ -26,13 +26,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from bench.anchors.coverage import load_boxes
-from bench.data.coco import CocoDetection, find_split
+from bench.data.coco import find_split
 from bench.data.synthetic import PRESETS, ensure_synthetic
-from bench.data.transforms import Letterbox
 from bench.distributed import barrier, broadcast_from_main, on_main
 from bench.errors import UsageError
-from bench.measure.detector import measure_variant
+from bench.measure.detector import EvalSet, measure_variant
 from bench.results.env import collect_env
 from bench.results.report import write_report
 from bench.results.report_budget import BUDGETS_NAME
@@ -44,7 +42,6 @@ from detectors import DETECTORS
 
 __all__ = [
     "PROFILES",
-    "EvalSet",
     "Profile",
     "SuiteOutcome",
     "Weights",
@@ -232,39 +229,6 @@ def train_variants(spec: RunSpec, builders: Mapping[str, Callable]) -> Path:
         summaries.append((v, s))
     on_main(lambda: export_zoo([(v.name, s) for v, s in summaries], zoo))  # others wait
     return zoo
-
-
-@dataclass
-class EvalSet:
-    """The validation images of a run: ``dataset[indices]``, their ground truth written to
-    ``gt_path``; ``val_boxes(size)`` their letterboxed boxes (read once, for anchor coverage)."""
-
-    dataset: CocoDetection
-    indices: list[int]
-    gt_path: Path
-    root: Path
-    _boxes: dict[int, list] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, spec: RunSpec) -> EvalSet:
-        data = spec.data
-        dataset = CocoDetection.from_root(data.root, data.split, Letterbox(data.input_size))
-        indices = list(range(len(dataset)))[: data.max_images]
-        return cls(dataset, indices, spec.out / "annotations.json", data.root)
-
-    def val_boxes(self, size: int) -> list:
-        if size not in self._boxes:
-            boxes = load_boxes(self.root, "val", size)  # in the JSON's image order
-            order = {im["id"]: i for i, im in enumerate(self.dataset.coco.dataset["images"])}
-            self._boxes[size] = [boxes[order[self.dataset.ids[i]]] for i in self.indices]
-        return self._boxes[size]
-
-    def described(self) -> dict[str, Any]:
-        """The ``dataset`` entry of ``run.json``."""
-        return {
-            "root": str(self.root), "split": "val", "images": len(self.indices),
-            "annotations": str(self.gt_path), "source": str(self.dataset.ann_file),
-        }  # fmt: skip
 
 
 def open_store(spec: RunSpec, evalset: EvalSet) -> ResultStore:
