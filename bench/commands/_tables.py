@@ -116,7 +116,10 @@ def fit_table(
     shown = list(range(len(cols)))
     if width is not None:
         essential = [i for i, c in enumerate(cols) if c.keep == 0]
-        sizes = natural if _total([natural[i] for i in essential]) <= width else minimum
+        # optional columns must fit beside the essential ones at full width, else with numbers
+        # on several lines but names whole: they never fold a name
+        unfolded = [n if c.kind == "name" else m for c, n, m in zip(cols, natural, minimum)]
+        sizes = natural if _total([natural[i] for i in essential]) <= width else unfolded
         shown = essential
         for i in sorted((i for i, c in enumerate(cols) if c.keep), key=lambda i: cols[i].keep):
             if _total([sizes[j] for j in shown + [i]]) > width:

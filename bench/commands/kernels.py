@@ -1,37 +1,17 @@
 """``python -m bench kernels``: the kernels against their torch references and baselines.
 
-The cases are the CornerNet shapes of tests/benchmarks (same providers, measured the
-harness's way, :func:`bench.measure.timing.measure`: warm-up, then timed calls, CUDA events on
-a GPU,
-``perf_counter`` on the CPU):
+Times every case of :data:`bench.measure.kernel_cases.KERNEL_CASES` that runs on the device
+(the definition tests/benchmarks times too; the shapes, providers and the bandwidth columns
+are described in :mod:`bench.measure.kernel_timing`), writes ``kernels.json`` /
+``kernels.csv`` / ``kernels.md`` and ``env.json`` into ``--out`` (default
+``reports/kernels/<date>-<device>/``) and prints the table (``--wide``: every column).
 
-- ``corner_pool tl fwd``: ``fused_corner_pool(a, b, "tl")`` at (1, 256, 128, 128) fp32;
-- ``corner_pool tl fwd+bwd``: forward and backward at (B, 256, 128, 128), B = 8 on a GPU, 1 on
-  the CPU (the baselines' Python row loops take seconds per call there);
-- ``cornernet_decode``: 1 x 80 x 128 x 128 heads, K = 100, 1000 detections;
-- ``heatmap_peaks``: 1 x 80 x 128 x 128, k = 100;
-- ``soft_nms``: 1000 boxes, Gaussian.
-
-Providers: ``triton`` (CUDA only), ``torch`` (the reference, our CPU path), ``cummax`` (flip +
-cummax + flip) and ``loop`` (the original's row loop) for pooling, ``dense`` (the original's
-decode written naively, K x K x 4 boxes) for decode.
-
-Bandwidth (pooling rows): ``GB/s`` counts the minimum traffic of the op, 12 B per fp32
-element forward (read a and b, write the sum) and 32 B forward + backward (+ read the output
-gradient, write two input gradients, read the saved pooled maps), divided by the median time.
-``of_copy`` is that figure over the device's copy bandwidth measured in the same process (a
-256 MiB ``copy_`` into a preallocated tensor: read + write), the practical ceiling;
-``of_peak`` is over the nominal peak when the GPU is one of :data:`NOMINAL_GBPS`.
-
-Writes ``kernels.json`` / ``kernels.csv`` / ``kernels.md`` and ``env.json`` into ``--out``
-(default ``reports/kernels/<date>-<device>/``) and prints the table.
-
-``--aot [--arch 80 90] [--dtypes float32|all]``: no timing and no GPU; every specialisation the
-launchers choose at these shapes is compiled ahead of time for the given compute capabilities
-and its static figures (registers, spills, shared memory, occupancy, loads in flight,
-instructions) are written to ``<out>/aot-<arch>/`` (default ``reports/kernels/aot-<arch>/``):
-see :mod:`bench.aot.cases`, :mod:`bench.aot.compile` and :mod:`bench.aot.report`. Exit code 1 when a
-kernel does not compile.
+``--aot [--arch 80 90] [--dtypes float32|all]``: no timing and no GPU; every specialisation
+the launchers choose at these shapes is compiled ahead of time for the given compute
+capabilities and its static figures (registers, spills, shared memory, occupancy, loads in
+flight, instructions) are written to ``<out>/aot-<arch>/`` (default
+``reports/kernels/aot-<arch>/``): see :mod:`bench.aot.compile`. Exit code 1 when a kernel
+does not compile.
 """
 
 from __future__ import annotations
@@ -43,11 +23,11 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from bench.aot.cases import dtypes_from
 from bench.aot.compile import ARCHS
 from bench.aot.report import write_aot_reports
+from bench.commands._tables import Col, add_wide_option, print_table
 from bench.errors import UsageError
 from bench.measure.kernel_timing import NOMINAL_GBPS, copy_bandwidth, kernel_cases, run_cases
 from bench.results.env import collect_env
@@ -64,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="default reports/kernels/<date>-<device>/; with --aot: the "
                         "folder that receives aot-<arch>/ (default reports/kernels)")  # fmt: skip
+    add_wide_option(parser)
     aot = parser.add_argument_group("static analysis (--aot; no GPU needed)")
     aot.add_argument(
         "--aot",
@@ -141,15 +122,17 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     save_rows(out, "kernels", rows, env=env)
     write_text_atomic(out / "kernels.md", markdown(rows, env, dev_name if gpu else env["cpu"]))
-    table = Table(title=f"kernels on {dev_name} (copy bandwidth {copy:.0f} GB/s)")
-    for col in ("case", "provider", "median ms", "p90 ms", "x vs torch", "GB/s", "of copy"):
-        table.add_column(col, justify="left" if col in ("case", "provider") else "right")
+    # a narrow terminal keeps case, provider, median and speed-up, then p90, GB/s, of copy
+    cols = [Col("case", "name"), Col("provider", "text"), Col("median ms"), Col("p90 ms", keep=1),
+            Col("x vs torch"), Col("GB/s", keep=2), Col("of copy", keep=3)]  # fmt: skip
+    cells = []
     for r in rows:
         gb = f"{r['GB/s']:.1f}" if "GB/s" in r else ""
         frac = f"{r['of_copy']:.0%}" if r.get("of_copy") else ""
-        table.add_row(r["case"], r["provider"], f"{r['median_ms']:.3f}", f"{r['p90_ms']:.3f}",
-                      f"{r['x_vs_torch']:.2f}", gb, frac)  # fmt: skip
-    Console().print(table)
+        cells.append([r["case"], r["provider"], f"{r['median_ms']:.3f}", f"{r['p90_ms']:.3f}",
+                      f"{r['x_vs_torch']:.2f}", gb, frac])  # fmt: skip
+    title = f"kernels on {dev_name} (copy bandwidth {copy:.0f} GB/s)"
+    print_table(Console(), title, cols, cells, wide=args.wide, full=out / "kernels.md")
     print(f"wrote {out}")
     return 0
 

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.commands._tables import Col, add_wide_option, fit_table, print_table
 from bench.errors import UsageError
 from bench.measure.latency import (
     DEFAULT_ITERS,
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--cuda-graphs", action="store_true", help="also time CUDA graphs")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    add_wide_option(parser)
     parser.add_argument(
         "--out", type=Path, default=None,
         help="also save latency.json (rows + environment), latency.csv and env.json here",
@@ -95,31 +97,49 @@ def run(args: argparse.Namespace, *, builders: Mapping[str, Builder] | None = No
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    Console().print(latency_table(rows, title=f"Latency, {spec.suite} suite"))
+    full = args.out / "latency.csv" if args.out is not None else None
+    title, cols, cells = _latency_cells(rows, title=f"Latency, {spec.suite} suite")
+    print_table(Console(), title, cols, cells, wide=getattr(args, "wide", False), full=full)
     return 0
 
 
-def latency_table(rows: Sequence[Mapping[str, Any]], title: str):
-    """A rich table of latency rows (one device: the caller's rows come from one run)."""
+# a narrow terminal keeps detector, variant, p50 (and the paper's figure), then these in order
+LATENCY_KEEP = {"batch": 1, "forward": 2, "decode": 3, "p90": 4, "preprocess": 5, "p99": 6,
+                "mean": 7, "params": 8}  # fmt: skip
+
+
+def _latency_cells(
+    rows: Sequence[Mapping[str, Any]], title: str
+) -> tuple[str, list[Col], list[list[str]]]:
     devices = sorted({r["device"] for r in rows})
     if len(devices) > 1:
         raise ValueError(f"one latency table holds one device, got rows for {devices}")
     first = rows[0] if rows else {}
-    table = Table(
-        title=f"{title}: {first.get('backbone', '')} {first.get('input_size', '')} px, "
+    title = (
+        f"{title}: {first.get('backbone', '')} {first.get('input_size', '')} px, "
         f"{', '.join(devices)}, {first.get('dtype', '')}; ms per call (batch images)"
     )
-    for col in ("detector", "variant", "batch", "params", *STAGES, "p50", "p90", "p99", "mean"):
-        left = col in ("detector", "variant")
-        table.add_column(col, justify="left" if left else "right", no_wrap=left)
+    batches = len({r["batch"] for r in rows}) > 1  # several: p50 means nothing without it
+    cols = [Col("detector", "name"), Col("variant", "text")]
+    for col in ("batch", "params", *STAGES, "p50", "p90", "p99", "mean"):
+        cols.append(Col(col, keep=0 if col == "batch" and batches else LATENCY_KEEP.get(col, 0)))
     has_paper = any("paper_ms" in r for r in rows)
     if has_paper:
-        table.add_column("paper (Titan X)", justify="right")
+        cols.append(Col("paper (Titan X)"))
+    cells = []
     for r in rows:
-        cells = [r["detector"], r["variant"], str(r["batch"]), f"{r['params'] / 1e6:.2f}M"]
-        cells += [f"{r[f'latency_{s}_ms_p50']:.1f}" for s in STAGES]
-        cells += [f"{r[f'latency_ms_{k}']:.1f}" for k in ("p50", "p90", "p99", "mean")]
+        row = [r["detector"], r["variant"], str(r["batch"]), f"{r['params'] / 1e6:.2f}M"]
+        row += [f"{r[f'latency_{s}_ms_p50']:.1f}" for s in STAGES]
+        row += [f"{r[f'latency_ms_{k}']:.1f}" for k in ("p50", "p90", "p99", "mean")]
         if has_paper:
-            cells.append(f"{r['paper_ms']:.0f}" if "paper_ms" in r else "")
-        table.add_row(*cells)
-    return table
+            row.append(f"{r['paper_ms']:.0f}" if "paper_ms" in r else "")
+        cells.append(row)
+    return title, cols, cells
+
+
+def latency_table(
+    rows: Sequence[Mapping[str, Any]], title: str, *, width: int | None = None
+) -> Table:
+    """A rich table of latency rows (one device: the caller's rows come from one run): the
+    columns that fit in ``width`` terminal columns, every one when ``width`` is None."""
+    return fit_table(*_latency_cells(rows, title), width=width)[0]

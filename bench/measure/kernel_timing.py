@@ -1,4 +1,5 @@
-"""``python -m bench kernels``: the kernels against their torch references and baselines.
+"""Timing the kernels against their torch references and baselines (the command is
+:mod:`bench.commands.kernels`).
 
 The cases are :data:`bench.measure.kernel_cases.KERNEL_CASES`, the definition the
 pytest-benchmark modules of tests/benchmarks/ time too (workloads, providers and sizes are
@@ -14,16 +15,6 @@ gradient, write two input gradients, read the saved pooled maps), divided by the
 ``of_copy`` is that figure over the device's copy bandwidth measured in the same process (a
 256 MiB ``copy_`` into a preallocated tensor: read + write), the practical ceiling;
 ``of_peak`` is over the nominal peak when the GPU is one of :data:`NOMINAL_GBPS`.
-
-Writes ``kernels.json`` / ``kernels.csv`` / ``kernels.md`` and ``env.json`` into ``--out``
-(default ``reports/kernels/<date>-<device>/``) and prints the table.
-
-``--aot [--arch 80 90] [--dtypes float32|all]``: no timing and no GPU; every specialisation the
-launchers choose at these shapes is compiled ahead of time for the given compute capabilities
-and its static figures (registers, spills, shared memory, occupancy, loads in flight,
-instructions) are written to ``<out>/aot-<arch>/`` (default ``reports/kernels/aot-<arch>/``):
-see :mod:`bench.aot.cases`, :mod:`bench.aot.compile` and :mod:`bench.aot.report`. Exit code 1 when a
-kernel does not compile.
 """
 
 from __future__ import annotations
@@ -100,6 +91,8 @@ def run_cases(
         stats = summarize(measure(c["fn"], warmup=warmup, iters=iters, device=device))
         row = {"case": c["case"], "provider": c["provider"], "median_ms": stats["p50"],
                "p90_ms": stats["p90"], "iters": stats["n"]}  # fmt: skip
+        if "id" in c:  # the shared case's id: test_bench_kernel[<id>] in tests/benchmarks
+            row["id"] = c["id"]
         if "elements" in c:
             gbps = c["elements"] * c["bytes_per_element"] / (stats["p50"] * 1e-3) / 1e9
             row["GB/s"] = gbps
