@@ -10,7 +10,7 @@ import pytest
 
 from bench.results.regression import Baseline, calibrate, check, load_baseline, write_baseline
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BASE = Baseline({"case": 4.0}, tolerance=2.0)
 
 
