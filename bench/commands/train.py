@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
+import sys
 from dataclasses import asdict
 from pathlib import Path
-
-import torch
 
 from bench.data.coco import find_split
 from bench.data.synthetic import ensure_synthetic
@@ -22,9 +22,15 @@ from bench.distributed import barrier, broadcast_from_main, init_from_env, on_ma
 from bench.errors import UsageError
 from bench.results.env import collect_env
 from bench.results.store import write_json_atomic
-from bench.spec import Variant, add_detectors_option, parse_detectors
+from bench.spec import (
+    Variant,
+    add_detectors_option,
+    add_device_options,
+    parse_detectors,
+    resolve_device,
+)
 from bench.train.checkpoints import export_zoo, zoo_path
-from bench.train.loop import AMP_DTYPES, TrainConfig, train_detector
+from bench.train.loop import AMP_DTYPES, TrainConfig, TrainingInterrupted, train_detector
 
 __all__ = ["add_arguments", "run"]
 
@@ -58,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--workers", type=int, default=d.num_workers, help="DataLoader workers")
     parser.add_argument("--amp", choices=[*AMP_DTYPES, "none"], default=d.amp, help="CUDA only")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: auto")
+    add_device_options(parser, dtype=False)
     parser.add_argument("--backbone", default="tiny", help="hourglass preset")
     parser.add_argument("--preset", default="synthetic", help="anchor preset: synthetic or paper")
     parser.add_argument("--stop-after", type=int, default=None, help="steps this session")
@@ -105,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ctx = init_from_env(torch.device(device).type)
+    device = resolve_device(args.device)
+    ctx = init_from_env(device.type)
     try:
         root = broadcast_from_main(on_main(lambda: _data_root(args.data)))
         summaries = [_train_one(v, root, cfg, device, args, ctx.is_main) for v in variants]
@@ -115,6 +121,14 @@ def run(args: argparse.Namespace) -> int:
                 Path(args.out) / "train_summary.json",
                 {"config": asdict(cfg), "env": collect_env(), "detectors": summaries},
             )
+    except TrainingInterrupted as stop:  # SIGINT / SIGTERM: saved after a complete step
+        if ctx.is_main:
+            print(
+                f"{signal.Signals(stop.signum).name}: stopped after step {stop.step}, saved in "
+                f"{stop.checkpoint}; rerun the same command to resume",
+                file=sys.stderr,
+            )
+        return 128 + int(stop.signum)  # 130 for SIGINT, 143 for SIGTERM, as a shell reports
     finally:
         shutdown()
     return 0

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -81,6 +83,7 @@ __all__ = [
     "normalize_images",
     "snapshot_path",
     "stream_indices",
+    "TrainingInterrupted",
     "train_detector",
 ]
 
@@ -89,6 +92,14 @@ def _step(run: Session, net: torch.nn.Module, micro: Iterator) -> tuple[dict[str
     """One optimiser step over this rank's micro-batches (module docstring): returns the
     losses summed over ranks and whether a checkpoint is due by time (agreed by all ranks)."""
     cfg, model, optimizer, device = run.cfg, run.model, run.optimizer, run.device
+    # what an interruption inside this step must restore before saving: the forward updates
+    # BatchNorm's running statistics and draws dropout masks before the step is complete
+    run.step_start = (
+        {k: b.detach().clone() for k, b in model.named_buffers()},
+        torch.get_rng_state(),
+        torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+    )
+    run.in_step = True
     lr = optimizer.param_groups[0]["lr"]
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
@@ -111,8 +122,9 @@ def _step(run: Session, net: torch.nn.Module, micro: Iterator) -> tuple[dict[str
                 sums[k] = sums.get(k, 0.0) + share * float(v.detach())
     keys = sorted(sums)
     due = time.monotonic() - run.last_save >= cfg.checkpoint_every_seconds
-    reduced = all_reduce_sum([*(sums[k] for k in keys), float(due)])
-    values = dict(zip(keys, reduced[:-1]))
+    stop = run.stop_signal is not None
+    reduced = all_reduce_sum([*(sums[k] for k in keys), float(due), float(stop)])
+    values = dict(zip(keys, reduced[:-2]))
     if not math.isfinite(values["loss"]):
         raise RuntimeError(f"{run.name}: loss is {values['loss']} at step {run.state['step']}")
     run.consistent = False  # from here until the step count is updated
@@ -123,12 +135,56 @@ def _step(run: Session, net: torch.nn.Module, micro: Iterator) -> tuple[dict[str
         optimizer.step()
     run.scheduler.step()
     run.state["step"] += 1
-    run.consistent = True
+    run.consistent, run.in_step = True, False
     window = run.state["log_window"]
     for k, v in {**values, "lr": lr}.items():
         window[k] = window.get(k, 0.0) + v
     window["n"] = window.get("n", 0) + 1
-    return values, bool(reduced[-1])
+    run.stop_requested = bool(reduced[-1])  # on any rank: every rank stops after this step
+    return values, bool(reduced[-2])
+
+
+def _restore_step_start(run: Session) -> None:
+    """Undo what an interrupted step did before its optimiser step (buffers, RNG), so that
+    the checkpoint is the last complete step's, bitwise."""
+    buffers, rng, cuda_rng = run.step_start
+    with torch.no_grad():
+        for k, b in run.model.named_buffers():
+            b.copy_(buffers[k])
+    torch.set_rng_state(rng)
+    if cuda_rng:
+        torch.cuda.set_rng_state_all(cuda_rng)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training after a complete step, saved as ``checkpoint``."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
+
+
+@contextlib.contextmanager
+def _deferred_signals(run: Session):
+    """SIGINT and SIGTERM while training set ``run.stop_signal``: the loop stops after the
+    step in progress, saves it and raises :class:`TrainingInterrupted`. A second signal
+    interrupts at once (KeyboardInterrupt). Signal handlers can only be set from the main
+    thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        if run.stop_signal is not None:  # the second one: stop now
+            raise KeyboardInterrupt
+        run.stop_signal = signum
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def train_detector(
@@ -182,28 +238,13 @@ def train_detector(
     )  # fmt: skip
     net.train()  # the DDP wrapper and the model
     try:
-        t0 = time.perf_counter()
-        for _ in range(state["step"], end):
-            values, due = _step(run, net, micro)
-            if run.device.type == "cuda":
-                torch.cuda.synchronize(run.device)
-            dt = time.perf_counter() - t0  # the whole iteration, data loading included
-            step_times.append(dt)
-            state["elapsed"] += dt
-            state["finished"] = state["step"] >= total
-            if state["step"] % cfg.log_every == 0 or state["step"] in (end, total):
-                _log_row(state, cfg, run.curve_path if ctx.is_main else None)
-            if bar is not None:
-                bar[0].update(bar[1], advance=1, loss=values["loss"])
-            step = state["step"]
-            snap = step * cfg.batch_size in run.snapshots
-            if due or step % cfg.checkpoint_every_steps == 0 or step == end or snap:
-                if ctx.is_main:
-                    save_checkpoint(run)
-                barrier()
-                run.last_save = time.monotonic()
-            t0 = time.perf_counter()
+        with _deferred_signals(run):
+            _loop(run, net, micro, end, bar, step_times)
+    except TrainingInterrupted:
+        raise  # saved after its complete step
     except KeyboardInterrupt:
+        if run.in_step and run.consistent:  # inside a step, before its optimiser step
+            _restore_step_start(run)
         if run.consistent and state["step"] > (resumed_from or 0) and ctx.is_main:
             save_checkpoint(run)
         raise
@@ -217,6 +258,37 @@ def train_detector(
         write_json_atomic(run.run_dir / "summary.json", done)
     barrier()
     return done
+
+
+def _loop(run: Session, net, micro, end: int, bar, step_times: list) -> None:
+    """The steps of a session up to ``end``, with checkpoints and the loss curve; a stop
+    signal (:func:`_deferred_signals`) ends it after a complete, saved step."""
+    cfg, ctx, state, total = run.cfg, run.ctx, run.state, run.cfg.total_steps
+    t0 = time.perf_counter()
+    for _ in range(state["step"], end):
+        values, due = _step(run, net, micro)
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+        dt = time.perf_counter() - t0  # the whole iteration, data loading included
+        step_times.append(dt)
+        state["elapsed"] += dt
+        state["finished"] = state["step"] >= total
+        if state["step"] % cfg.log_every == 0 or state["step"] in (end, total):
+            _log_row(state, cfg, run.curve_path if ctx.is_main else None)
+        if bar is not None:
+            bar[0].update(bar[1], advance=1, loss=values["loss"])
+        step = state["step"]
+        snap = step * cfg.batch_size in run.snapshots
+        stop = run.stop_requested
+        if due or step % cfg.checkpoint_every_steps == 0 or step == end or snap or stop:
+            if ctx.is_main:
+                save_checkpoint(run)
+            barrier()
+            run.last_save = time.monotonic()
+        if stop and step < end:  # at the last step the session simply ends
+            signum = run.stop_signal or signal.SIGINT  # another rank's signal: SIGINT
+            raise TrainingInterrupted(signum, step, run.ckpt_path)
+        t0 = time.perf_counter()
 
 
 def _log_row(state: dict, cfg: TrainConfig, curve_path: Path | None) -> None:

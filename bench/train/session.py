@@ -73,6 +73,10 @@ class Session:
     state: dict[str, Any] = field(default_factory=dict)
     consistent: bool = True  # model, optimiser and state describe the same step
     last_save: float = 0.0  # time.monotonic() of the last checkpoint
+    in_step: bool = False  # between a step's start and its step count update
+    step_start: tuple = ()  # (buffers, RNG state, CUDA RNG states) at the step's start
+    stop_signal: int | None = None  # SIGINT / SIGTERM received (stop after this step)
+    stop_requested: bool = False  # some rank received one (agreed in the step's all-reduce)
 
     @property
     def ckpt_path(self) -> Path:

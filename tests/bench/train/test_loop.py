@@ -12,7 +12,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +27,13 @@ from bench.cli import main
 from bench.data.synthetic import generate_synthetic
 from bench.errors import UsageError
 from bench.train.checkpoints import export_half, load_checkpoint, load_detector, save_atomic
-from bench.train.loop import TrainConfig, lr_factor, stream_indices, train_detector
+from bench.train.loop import (
+    TrainConfig,
+    TrainingInterrupted,
+    lr_factor,
+    stream_indices,
+    train_detector,
+)
 from detectors.base import Detector
 
 # 5 steps of batch 2 at 32 px, every augmentation on
@@ -156,6 +164,69 @@ def test_ctrl_c_saves_the_last_complete_step(data_root: Path, tmp_path: Path):
     assert pd.read_csv(tmp_path / "dummy" / "loss_curve.csv")["step"].tolist() == [2]
     summary, _ = _train(data_root, tmp_path)
     assert summary["resumed_from"] == 3 and summary["steps"] == 5
+
+
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_ctrl_c_inside_a_step_resumes_bitwise(data_root: Path, tmp_path: Path):
+    """A KeyboardInterrupt after the forward (BatchNorm statistics updated, dropout drawn) but
+    before the optimiser step saves the last complete step as it was: the resumed run ends
+    bitwise equal to an uninterrupted one (num_batches_tracked and the RNG included)."""
+
+    class Interrupting(DummyDetector):
+        def loss(self, outputs: dict, targets: list) -> dict:
+            if len(self.seen) == 4:  # the forward of the 4th step has run
+                raise KeyboardInterrupt
+            return super().loss(outputs, targets)
+
+    _, whole = _train(data_root, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        _train(data_root, tmp_path / "split", builder=lambda k, **_: Interrupting(k))
+    assert load_checkpoint(tmp_path / "split" / "dummy" / "last.pt")["step"] == 3
+    second, rest = _train(data_root, tmp_path / "split")
+    assert second["resumed_from"] == 3 and second["finished"]
+    assert _same_state(whole.built[0], rest.built[0])
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_after_a_complete_saved_step(data_root: Path, tmp_path: Path, signame):
+    """SIGTERM (as SIGINT) while a step runs: the step completes, is saved, and training
+    stops with TrainingInterrupted; the rerun resumes there and ends bitwise equal."""
+    sig = getattr(signal, signame)
+
+    class Signalled(DummyDetector):
+        def forward(self, images: torch.Tensor) -> dict:
+            if len(self.seen) == 3:  # inside the 4th step
+                os.kill(os.getpid(), sig)
+            return super().forward(images)
+
+    _, whole = _train(data_root, tmp_path / "whole")
+    before = signal.getsignal(sig)
+    with pytest.raises(TrainingInterrupted) as stop:
+        _train(data_root, tmp_path / "split", builder=lambda k, **_: Signalled(k))
+    assert stop.value.signum == sig and stop.value.step == 4
+    assert load_checkpoint(tmp_path / "split" / "dummy" / "last.pt")["step"] == 4
+    assert signal.getsignal(sig) is before  # the handlers are put back
+    second, rest = _train(data_root, tmp_path / "split")
+    assert second["resumed_from"] == 4 and second["finished"]
+    assert _same_state(whole.built[0], rest.built[0])
+
+
+def test_cli_says_what_was_saved_when_stopped(monkeypatch, tmp_path: Path, capsys):
+    from bench.commands import train as train_cmd
+
+    def stopped(*args, **kwargs):
+        raise TrainingInterrupted(signal.SIGTERM, 7, tmp_path / "x" / "last.pt")
+
+    monkeypatch.setattr(train_cmd, "train_detector", stopped)
+    monkeypatch.setattr(train_cmd, "_data_root", lambda spec: tmp_path)
+    code = main(["train", "--detectors", "retinanet", "--out", str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 143 and "Traceback" not in err
+    assert "SIGTERM: stopped after step 7" in err and "rerun the same command" in err
 
 
 def test_resume_refuses_other_data_or_config(data_root: Path, tmp_path: Path):
