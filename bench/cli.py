@@ -4,17 +4,28 @@ Each subcommand lives in its own module of ``bench/commands/``, which provides
 ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code). A command's module is
 imported only when it is used, so ``--help`` is fast.
 
-Exit codes: 0 success, 2 bad input (missing file, unknown name, ...), 1 anything else.
+Exit codes: 0 success, 2 bad input (missing file, unknown name, ...) and files that cannot be
+written (full disk, read-only file system, no permission: one line naming the file and the
+reason, no traceback), 1 anything else.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from bench.errors import UsageError
+
+# OSErrors of the file system or of the user's paths, not of the program: exit 2, one line
+WRITE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+     errno.ENOTDIR, errno.EISDIR}
+)  # fmt: skip
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})  # only writes meet these
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -62,6 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_message(exc: OSError) -> str:
+    """One line for a file-system error: the file (the destination when it names two), the
+    reason and its code, e.g. ``cannot write run/last.pt: No space left on device (ENOSPC)``
+    or ``out/x.json: Permission denied (EACCES)``."""
+    name = exc.filename2 if exc.filename2 is not None else exc.filename
+    reason = f"{exc.strerror} ({errno.errorcode.get(exc.errno or 0, '?')})"
+    if name is None:
+        return f"a file operation failed: {reason}"
+    return f"{'cannot write ' * (exc.errno in FULL)}{os.fsdecode(name)}: {reason}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and dispatch to the subcommand's module; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -89,4 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2

@@ -1,11 +1,14 @@
 """Rich tables that fit the terminal without cutting a number: the columns that fit, or all.
 
 A table is a list of :class:`Col` (header, kind, priority) and rows of cells. A cell is a string
-(rich markup allowed) or a tuple of segments that may go on separate lines
-(``("0.401 -> 0.402", "(+0.001)")``). :func:`fit_table` keeps every essential column
-(``keep=0``), then the optional ones in order of ``keep`` while they fit in ``width``; it then
-narrows what may be narrowed, never a number: segmented cells put their segments on separate
-lines, names (``kind="name"``) fold over several lines as a last resort. Column widths are set
+or a tuple of segments that may go on separate lines (``("0.401 -> 0.402", "(+0.001)")``).
+Strings print as they are: titles, headers and cells are escaped here, so a category named
+``sign [/]`` or a path holding ``[x]`` is neither a crash nor lost text; a segment wrapped in
+:class:`Markup` is rich markup, printed styled (``Markup("[bold red]RANDOM[/]")``).
+:func:`fit_table` keeps every essential column (``keep=0``), then the optional ones in order of
+``keep`` while they fit in ``width``; it then narrows what may be narrowed, never a number:
+segmented cells put their segments on separate lines, names (``kind="name"``) fold over several
+lines as a last resort. Column widths are set
 explicitly, so rich never ellipsises a cell. ``width=None`` (``--wide``) keeps every column at
 its full width, however wide the table gets (printed uncropped).
 
@@ -21,13 +24,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["Cell", "Col", "add_wide_option", "fit_table", "pointer", "print_table"]
+__all__ = ["Cell", "Col", "Markup", "add_wide_option", "fit_table", "pointer", "print_table"]
 
 Cell = str | tuple[str, ...]
 NAME_MIN = 12  # a name column is folded no narrower than this (or its header's longest word)
+
+
+class Markup(str):
+    """A title, header or cell segment written in rich markup (any other string is plain text)."""
+
+
+def _markup(text: str) -> str:
+    """``text`` as rich markup: plain text escaped, :class:`Markup` as it is."""
+    return text if isinstance(text, Markup) else escape(text)
 
 
 @dataclass(frozen=True)
@@ -53,12 +66,13 @@ def _len(text: str) -> int:
 
 
 def _segments(cell: Cell) -> tuple[str, ...]:
-    return (cell,) if isinstance(cell, str) else tuple(cell)
+    """The cell's segments as rich markup (what is measured, packed and printed)."""
+    return tuple(_markup(s) for s in ((cell,) if isinstance(cell, str) else cell))
 
 
 def _widths(col: Col, cells: list[Cell]) -> tuple[int, int]:
     """(natural, minimum) width of a column's content, padding and borders excluded."""
-    natural = max([_len(col.header)] + [_len(" ".join(_segments(c))) for c in cells])
+    natural = max([_len(_markup(col.header))] + [_len(" ".join(_segments(c))) for c in cells])
     word = max(len(w) for w in col.header.split() or [""])
     if col.kind == "text":
         return natural, natural
@@ -130,10 +144,10 @@ def fit_table(
     widths = [natural[i] for i in shown]
     if width is not None:
         widths = _squeeze(kept, widths, [minimum[i] for i in shown], width)
-    table = Table(title=title, width=_total(widths))
+    table = Table(title=_markup(title), width=_total(widths))
     for col, w in zip(kept, widths):
         right = col.kind == "number"
-        table.add_column(col.header, justify="right" if right else "left", width=w,
+        table.add_column(_markup(col.header), justify="right" if right else "left", width=w,
                          overflow="fold", no_wrap=col.kind == "text")  # fmt: skip
     for row in rows:
         table.add_row(*(_pack(_segments(row[i]), w) for i, w in zip(shown, widths)))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.commands._output import writable_folder
 from bench.errors import UsageError
 from bench.measure.analysis import budget_table, oracle_table
 from bench.results.report_budget import normalise_rows, run_key
@@ -66,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--oracle {args.oracle!r}: expected names from {', '.join(ORACLES)}")
         if not args.weights.is_file():
             raise UsageError(f"--weights {args.weights}: no such file")
+        writable_folder(out, "--out")  # before the analysis, not after it
         rows = oracle_table(args.weights, args.data, oracles, max_images=args.max_images)
         title = f"CornerNet oracle analysis ({args.weights}, {args.max_images} val images)"
     else:
         detectors = args.detectors.split(",") if args.detectors else None
+        writable_folder(out, "--out")
         rows = budget_table(args.runs, args.data, detectors, max_images=args.max_images)
         title = f"AP by training budget ({args.runs}, {args.max_images} val images)"
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
@@ -79,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
         kept = normalise_rows(json.loads(previous.read_text()).get("rows", []))
         public = [r for r in kept if run_key(r) not in redone] + public
     frame = pd.DataFrame(public)
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / f"{stem}.json", {"title": title, "rows": public})
     write_text_atomic(out / f"{stem}.md", _markdown(title, frame))
     print(_markdown(title, frame))

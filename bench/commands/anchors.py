@@ -34,11 +34,13 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench.anchors.counts import anchor_counts, coverage_table
 from bench.anchors.coverage import SIZE_BUCKETS, load_boxes
 from bench.anchors.fit import fit_presets, format_fields
+from bench.commands._output import writable_folder
 from bench.data.coco import find_split
 from bench.errors import UsageError
 from bench.results.store import write_json_atomic, write_text_atomic
@@ -115,14 +117,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     table = Table(
-        title=f"Anchors per image at {height}x{width} (preset {args.preset}, "
-        f"backbone {args.backbone}; each detector pads the input itself)"
+        title=escape(
+            f"Anchors per image at {height}x{width} (preset {args.preset}, "
+            f"backbone {args.backbone}; each detector pads the input itself)"
+        )
     )
     table.add_column("detector")
     table.add_column("anchors / image", justify="right")
     table.add_column("note")
     for name, count in counts.items():
-        table.add_row(name, f"{count:,}", "anchor-free" if count == 0 else "")
+        table.add_row(escape(name), f"{count:,}", "anchor-free" if count == 0 else "")
     Console().print(table)
     return 0
 
@@ -221,6 +225,8 @@ def run_fit(args: argparse.Namespace) -> int:
     names = [n for n in requested if n in ANCHOR_DETECTORS]
     if not names:
         raise UsageError(f"--detectors: none of {', '.join(requested)} has anchors to fit")
+    if args.fit:
+        writable_folder(args.out, "--out")  # before the fit, not after it
     try:
         fit = _load_or_fit(args, root, size, names)
     except ValueError as exc:
@@ -251,12 +257,12 @@ def run_fit(args: argparse.Namespace) -> int:
         print(json.dumps(table, indent=2))
         return 0
 
-    rich_table = Table(title=title)
+    rich_table = Table(title=escape(title))  # a path or split name prints as it is
     for i, column in enumerate(header):
         width = max(len(column), *(len(r[i]) for r in rows))
-        rich_table.add_column(column, justify="left" if i < 2 else "right", min_width=width)
+        rich_table.add_column(escape(column), justify="left" if i < 2 else "right", min_width=width)
     for row in rows:
-        rich_table.add_row(*row)
+        rich_table.add_row(*map(escape, row))
     console = Console()
     console.width = max(console.width, 120)  # the whole table, also when piped
     console.print(rich_table)

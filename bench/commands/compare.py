@@ -61,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
     title = f"B - A: A = {args.dir_a}, B = {args.dir_b}"
     print_table(console, title, cols, rows, wide=getattr(args, "wide", False))
     if any(not item["same_device"] for item in result["matched"]):
-        console.print("latency not compared: the two runs measured on different devices")
+        console.print(
+            "latency not compared: the two runs measured on different devices", markup=False
+        )
     for side in ("only_a", "only_b"):
         for key in result[side]:
-            console.print(f"only in {side[-1].upper()}: {key}")
+            console.print(f"only in {side[-1].upper()}: {key}", markup=False)
     return 0

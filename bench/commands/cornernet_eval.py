@@ -34,13 +34,14 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
+from bench.commands._output import writable_folder
 from bench.commands.eval import print_result
 from bench.data.coco import CocoDetection
 from bench.errors import UsageError
 from bench.results.coco_eval import detections_to_coco, evaluate_coco
 from bench.results.env import collect_env
 from bench.results.store import write_json_atomic
-from bench.spec import resolve_device
+from bench.spec import add_device_options, resolve_device
 from detectors import build_detector
 from detectors.cornernet import load_official_checkpoint
 from detectors.cornernet.inference import MULTI_SCALES, CornerNetTestConfig
@@ -56,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="coco:PATH (COCO 2017) or synthetic:PATH")
     parser.add_argument("--split", default="val", help="val (default) or train")
     parser.add_argument("--backbone", default="hg104", help="hourglass preset of the checkpoint")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: auto")
+    add_device_options(parser, dtype=False)
     parser.add_argument("--flip", action="store_true", help="flip testing (the release's default)")
     parser.add_argument("--multi-scale", action="store_true", help="scales 0.5, 0.75, 1, 1.25, 1.5")
     parser.add_argument("--max-images", type=int, default=None, help="first N images only")
@@ -113,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     )
     indices = list(range(len(dataset)))[: args.max_images]
     date = datetime.date.today().isoformat()
-    out = Path(args.out or f"reports/cornernet-eval/{root.name}-{args.split}-{date}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(args.out or f"reports/cornernet-eval/{root.name}-{args.split}-{date}",
+                          "--out")  # fmt: skip
     options = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": str(root.resolve()),
                "split": args.split, "backbone": args.backbone, "flip": args.flip,
                "multi_scale": args.multi_scale, "images": len(indices)}  # fmt: skip

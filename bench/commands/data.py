@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+from bench.commands._output import writable_folder
 from bench.data.card import write_card
 from bench.data.coco import find_split
 from bench.data.synthetic import DIFFICULTIES, PRESETS, generate_synthetic
@@ -54,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _synthetic(args: argparse.Namespace) -> int:
 
+    # the set is written beside --out first, then renamed: its folder must take files
+    writable_folder(args.out.resolve().parent, f"--out {args.out}: its folder")
     params = dict(PRESETS[args.preset])
     for key in params:
         if getattr(args, key) is not None:
@@ -82,8 +85,7 @@ def _card(args: argparse.Namespace) -> int:
     if not names:
         raise UsageError(f"--splits must name at least one split, got {args.splits!r}")
     splits = {name: find_split(args.root, name) for name in names}
-    out = args.out or args.root
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(args.out or args.root, "--out")
     paths = write_card(out, splits, title=str(args.root))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench.errors import UsageError
@@ -52,7 +53,7 @@ def print_result(result: dict[str, Any], title: str) -> None:
     """Print ``evaluate_coco``'s result: ``title``, the 12 statistics, per-class AP (rich)."""
 
     console = Console()
-    console.print(title)
+    console.print(title, markup=False)  # paths and names print as they are
     stats = Table()
     stats.add_column("metric")
     stats.add_column("value", justify="right")
@@ -63,5 +64,5 @@ def print_result(result: dict[str, Any], title: str) -> None:
     classes.add_column("category")
     classes.add_column("AP", justify="right")
     for name, ap in result["per_class"].items():
-        classes.add_row(name, _fmt(ap))
+        classes.add_row(escape(name), _fmt(ap))
     console.print(classes)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from bench.commands._output import writable_folder
 from bench.errors import UsageError
 from bench.measure import gpu_plan
 from bench.measure.gpu_plan import DEADLINE_S, PART_NAMES, say
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     slug = "dry-run" if args.dry_run else torch.cuda.get_device_name().replace(" ", "-")
     date = datetime.date.today().isoformat()
     out = Path(args.out or f"reports/gpu/{slug.replace('/', '-')}-{date}").resolve()
-    out.mkdir(parents=True, exist_ok=True)  # absolute: the parts run from the repository root
+    writable_folder(out, "--out")  # absolute: the parts run from the repository root
     parts = gpu_plan.plan(out, quick=args.quick, dry_run=args.dry_run)
     report = gpu_plan.run_check(
         parts, out, skip=skip, env=env, dry_run=args.dry_run, quick=args.quick,

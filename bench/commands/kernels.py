@@ -27,20 +27,22 @@ from rich.console import Console
 from bench.aot.cases import dtypes_from
 from bench.aot.compile import ARCHS
 from bench.aot.report import write_aot_reports
+from bench.commands._output import writable_folder
 from bench.commands._tables import Col, add_wide_option, print_table
 from bench.errors import UsageError
 from bench.measure.kernel_timing import NOMINAL_GBPS, copy_bandwidth, kernel_cases, run_cases
 from bench.results.env import collect_env
 from bench.results.report import render_markdown
 from bench.results.store import save_rows, write_text_atomic
-from bench.spec import resolve_device
+from bench.spec import add_device_options, add_timing_options, parse_timing, resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m bench kernels``."""
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: auto")
-    parser.add_argument("--warmup", type=int, default=None, help="default: 10 GPU, 1 CPU")
-    parser.add_argument("--iters", type=int, default=None, help="default: 100 GPU, 5 CPU")
+    add_device_options(parser, dtype=False)
+    add_timing_options(
+        parser, warmup_help="default: 10 GPU, 1 CPU", iters_help="default: 100 GPU, 5 CPU"
+    )
     parser.add_argument("--out", type=Path, default=None,
                         help="default reports/kernels/<date>-<device>/; with --aot: the "
                         "folder that receives aot-<arch>/ (default reports/kernels)")  # fmt: skip
@@ -103,23 +105,20 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{', '.join(used)}: only with --aot")
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
-    warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)
-    iters = args.iters if args.iters is not None else (100 if gpu else 5)
-    if warmup < 0 or iters < 1:
-        raise UsageError(f"--warmup {warmup} / --iters {iters}: expected >= 0 / >= 1")
+    timing = parse_timing(args.warmup, args.iters, (10, 100) if gpu else (1, 5))
+    warmup, iters = timing.warmup, timing.iters
     console = Console(stderr=True)
     dev_name = torch.cuda.get_device_name(device) if gpu else "cpu"
+    date = datetime.date.today().isoformat()
+    slug = dev_name.replace(" ", "-").replace("/", "-")
+    out = writable_folder(args.out or f"reports/kernels/{date}-{slug}", "--out")
     peak = next((v for k, v in NOMINAL_GBPS.items() if k in dev_name), None) if gpu else None
     with torch.no_grad():
         copy = copy_bandwidth(device)
     rows = run_cases(kernel_cases(device), device, warmup=warmup, iters=iters, copy_gbps=copy,
-                     peak_gbps=peak, progress=lambda s: console.log(s))  # fmt: skip
+                     peak_gbps=peak, progress=lambda s: console.log(s, markup=False))  # fmt: skip
     env = collect_env()
     env.update(copy_bandwidth_gbps=copy, nominal_bandwidth_gbps=peak, warmup=warmup, iters=iters)
-    date = datetime.date.today().isoformat()
-    slug = dev_name.replace(" ", "-").replace("/", "-")
-    out = Path(args.out or f"reports/kernels/{date}-{slug}")
-    out.mkdir(parents=True, exist_ok=True)
     save_rows(out, "kernels", rows, env=env)
     write_text_atomic(out / "kernels.md", markdown(rows, env, dev_name if gpu else env["cpu"]))
     # a narrow terminal keeps case, provider, median and speed-up, then p90, GB/s, of copy
@@ -142,8 +141,11 @@ def run_aot(args: argparse.Namespace) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: expected >= 1")
+    out = writable_folder(args.out or "reports/kernels", "--out")
+    if args.artifacts:
+        writable_folder(args.artifacts, "--artifacts")
     rows, folders = write_aot_reports(
-        args.arch or ARCHS, dtypes_from(args.dtypes), Path(args.out or "reports/kernels"),
+        args.arch or ARCHS, dtypes_from(args.dtypes), out,
         pattern=args.filter, jobs=args.jobs,
         artifacts=str(args.artifacts) if args.artifacts else None,
     )  # fmt: skip

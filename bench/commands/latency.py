@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.commands._output import writable_folder
 from bench.commands._tables import Col, add_wide_option, fit_table, print_table
 from bench.errors import UsageError
 from bench.measure.latency import (
@@ -90,7 +91,9 @@ def run(args: argparse.Namespace, *, builders: Mapping[str, Builder] | None = No
         warnings.warn(
             f"--iters {iters}: the protocol times at least 100 images on a GPU", stacklevel=1
         )
-    progress = None if args.json else lambda what: err.print(f"timing {what} ...")
+    progress = None if args.json else lambda what: err.print(f"timing {what} ...", markup=False)
+    if args.out is not None:
+        writable_folder(args.out, "--out")  # before the timing, not after it
     rows = time_suite(spec, builders, progress)
     if args.out is not None:
         save_rows(args.out, "latency", rows, suite=spec.suite)

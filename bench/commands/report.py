@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from bench.commands._tables import Col, add_wide_option, fit_table, print_table
+from bench.commands._output import writable_folder
+from bench.commands._tables import Col, Markup, add_wide_option, fit_table, print_table
 from bench.results.report import COLUMNS, fmt, load_results, write_report
 
 SUMMARY = ("detector", "weights", "batch", "params", "anchors/img", "AP", "AP50", "p50 ms")
@@ -34,7 +36,7 @@ def _summary(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Col], list[list[st
     cells = []
     for r in rows:
         row = [fmt(r.get(field), spec) for _, field, spec in chosen]
-        row[1] = "[bold red]RANDOM[/]" if row[1] == "RANDOM" else row[1]
+        row[1] = Markup("[bold red]RANDOM[/]") if row[1] == "RANDOM" else row[1]
         cells.append(row)
     return cols, cells
 
@@ -66,8 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Regenerate the report of ``args.dir`` and print its summary table."""
+    rows = load_results(args.dir)["rows"]  # no results.json: UsageError naming the folder
+    for folder in (Path(args.dir), Path(args.dir) / "plots"):  # before any plot is drawn
+        writable_folder(folder, "DIR")
     md, page = write_report(args.dir)
-    rows = load_results(args.dir)["rows"]
     if rows:
         print_summary(Console(), rows, wide=getattr(args, "wide", False), full=md)
     print(f"wrote {md} and {page}")

@@ -42,8 +42,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from bench import REPO_DIR
+from bench.commands._output import writable_folder
 from bench.commands._tables import add_wide_option
 from bench.commands.report import print_summary
 from bench.distributed import broadcast_from_main, init_from_env, local_device, on_main, shutdown
@@ -108,7 +110,11 @@ def run_spec(
         return not args.train and zoo_path(weights_dir, name, args.backbone).is_file()
 
     variants = select_variants(args.detectors, builders, ablations, trained)
-    err.print(f"data: {args.data}" + " (generated on first use)" * args.data.startswith("syn"))
+    date = datetime.date.today().isoformat()
+    out = broadcast_from_main(Path(args.out or f"reports/{date}-{device.type}-{args.profile}"))
+    writable_folder(out, "--out")  # before the data, the training and the measuring
+    first_use = " (generated on first use)" * args.data.startswith("syn")
+    err.print(f"data: {args.data}{first_use}", markup=False)
     kind, root = broadcast_from_main(on_main(lambda: prepare_data(args.data, profile)))
     input_size = args.input_size or default_input_size(kind, root)
     if input_size < 32:
@@ -118,12 +124,10 @@ def run_spec(
     iters = max(profile.iters, 100) if device.type == "cuda" else profile.iters
     batches = parse_int_list(args.batch_size, "--batch-size")
     timing = TimingSpec(profile.warmup, iters, batches, profile.latency_images)
-    date = datetime.date.today().isoformat()
-    out = Path(args.out or f"reports/{date}-{device.type}-{args.profile}")
     return RunSpec(
         variants=tuple(variants), profile=args.profile, data=data, device=device,
         dtype=args.dtype, backbone=args.backbone, timing=timing,
-        out=broadcast_from_main(out).resolve(), weights_dir=None if args.train else weights_dir,
+        out=out.resolve(), weights_dir=None if args.train else weights_dir,
         explicit_weights=args.weights is not None, train=args.train,
         train_images=profile.train_images, progress=not args.no_progress,
     )  # fmt: skip
@@ -141,10 +145,11 @@ def run(args: argparse.Namespace, *, builders: Mapping[str, Callable] | None = N
         if ctx.is_main:
             md, html = outcome.report
             print_summary(Console(), outcome.store.rows, wide=getattr(args, "wide", False), full=md)
-            err.print(f"results: {outcome.store.json_path}\nreport: {md} and {html}")
+            err.print(f"results: {outcome.store.json_path}\nreport: {md} and {html}", markup=False)
         if outcome.failed:
             err.print(
-                f"[bold red]FAILED[/] (no row; a rerun retries them): {'; '.join(outcome.failed)}"
+                "[bold red]FAILED[/] (no row; a rerun retries them): "
+                + escape("; ".join(outcome.failed))
             )
         return 1 if outcome.failed else 0
     finally:

@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.commands._output import writable_folder
 from bench.data.coco import find_split
 from bench.data.synthetic import ensure_synthetic
 from bench.distributed import barrier, broadcast_from_main, init_from_env, on_main, shutdown
@@ -111,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    writable_folder(args.out, "--out")  # before any training, not at the first checkpoint
+    if args.export_zoo is not None:
+        writable_folder(args.export_zoo, "--export-zoo")
     device = resolve_device(args.device)
     ctx = init_from_env(device.type)
     try:

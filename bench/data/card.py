@@ -9,9 +9,11 @@
 - ``card_stats.png``: histograms of box size and aspect ratio, and instances per category;
 - ``card_samples.png``: a grid of sample images with their boxes and category names.
 
-Statistics are computed from the annotation JSON alone (plus a few images for the grid), so a
-card for COCO 2017 takes seconds. Plots use matplotlib's ``Figure`` with the Agg canvas and
-never touch pyplot's global state.
+Each annotation file is read and checked by :func:`bench.data.coco.load_coco_json`, as
+``bench run``'s loader does: a file that is not COCO is a ``UsageError`` naming it and what was
+expected. Statistics are computed from the annotation JSON alone (plus a few images for the
+grid), so a card for COCO 2017 takes seconds. Plots use matplotlib's ``Figure`` with the Agg
+canvas and never touch pyplot's global state.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from bench.data.coco import load_coco_json
+from bench.errors import UsageError
 
 SIZE_BINS = np.geomspace(1, 1024, 41)  # box size bins, pixels
 ASPECT_BINS = np.geomspace(1 / 8, 8, 37)  # w / h bins
@@ -236,10 +241,19 @@ def write_card(
     and ``conventions`` (Markdown) are copied into the card when given.
     """
     root = Path(root)
-    loaded = {name: json.loads(Path(ann).read_text()) for name, (_, ann) in splits.items()}
+    loaded = {name: load_coco_json(ann) for name, (_, ann) in splits.items()}
     card = {"title": title, "generator": generator, "splits": {}}
     for name, data in loaded.items():
-        card["splits"][name] = split_stats(data)
+        ann = splits[name][1]
+        try:
+            if not all(im["width"] > 0 and im["height"] > 0 for im in data["images"]):
+                raise ValueError("an image with a width or height <= 0")
+            card["splits"][name] = split_stats(data)
+        except (KeyError, TypeError, ValueError) as exc:  # COCO, but not the card's fields
+            raise UsageError(
+                f"annotation file {ann}: expected every image with a positive 'width' and "
+                f"'height' and every box with 4 numbers; {type(exc).__name__}: {exc}"
+            ) from exc
     paths = {
         "json": root / "card.json",
         "markdown": root / "README.md",

@@ -15,7 +15,9 @@ those narrower or shorter than 1 px after clipping are dropped and counted in ``
 Bad dataset files (missing, unparseable, not COCO, no images or no categories) raise
 ``UsageError`` naming the file at construction. An unreadable image met while iterating is
 skipped with a warning naming it, counted in ``dataset.skipped`` (per process: DataLoader
-workers count their own), and the next readable image is returned instead.
+workers count their own), and the next readable image is returned instead (training). An
+evaluation must not count one image twice: it picks its images with ``readable(indices)``
+first, which decodes each file once and leaves out (and names) the unreadable ones.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,13 @@ LAYOUTS: tuple[tuple[str, str], ...] = (
     ("{split}2017", "annotations/instances_{split}2017.json"),
 )
 Transform = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
+BAD_IMAGE = (OSError, ValueError, SyntaxError)  # what PIL raises for a bad image file
+
+
+def _decode(path: Path) -> np.ndarray:
+    """An image file as an (H, W, 3) uint8 RGB array; raises one of ``BAD_IMAGE``."""
+    with Image.open(path) as im:
+        return np.array(im.convert("RGB"))
 
 
 def find_split(root: str | Path, split: str) -> tuple[Path, Path]:
@@ -198,14 +209,49 @@ class CocoDetection(torch.utils.data.Dataset):
             "dropped": int((~keep).sum()),
         }
 
+    def path(self, index: int) -> Path:
+        """The image file of ``index``."""
+        return self.image_dir / self.coco.imgs[self.ids[index]]["file_name"]
+
+    def _problem(self, index: int) -> str:
+        """Why the image of ``index`` cannot be read ("" when it can)."""
+        try:
+            _decode(self.path(index))
+        except BAD_IMAGE as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return ""
+
+    def readable(
+        self, indices: Sequence[int], limit: int | None = None
+    ) -> tuple[list[int], dict[str, str]]:
+        """The first ``limit`` (None: all) of ``indices`` whose image decodes, in order, and
+        ``{file_name: why}`` of the unreadable ones met before the limit was reached.
+
+        Decodes each file once (a thread pool); an evaluation uses it so that a bad image is
+        left out rather than replaced by the next one (see the module docstring).
+        """
+        kept: list[int] = []
+        bad: dict[str, str] = {}
+        start, indices = 0, list(indices)
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            while start < len(indices) and (limit is None or len(kept) < limit):
+                stop = len(indices) if limit is None else start + limit - len(kept)
+                chunk = indices[start:stop]
+                for i, why in zip(chunk, pool.map(self._problem, chunk)):
+                    if why:
+                        bad[self.coco.imgs[self.ids[i]]["file_name"]] = why
+                    else:
+                        kept.append(i)
+                start += len(chunk)
+        return kept, bad
+
     def _load(self, index: int) -> tuple[torch.Tensor, dict[str, Any]] | None:
         """Image and target of ``index``, or None (after a warning) when the file is bad."""
         info = self.coco.imgs[self.ids[index]]
         path = self.image_dir / info["file_name"]
         try:
-            with Image.open(path) as im:
-                array = np.array(im.convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for bad files
+            array = _decode(path)
+        except BAD_IMAGE as exc:
             if str(path) not in self.skipped_files:
                 warnings.warn(f"skipping unreadable image {path}: {exc}", stacklevel=3)
                 self.skipped_files.add(str(path))

@@ -37,8 +37,8 @@ _PER_IMAGE = ("ids", "boxes", "scores", "labels")
 def _val(root: Path, input_size: int, max_images: int | None) -> tuple[CocoDetection, list, Path]:
     dataset = CocoDetection.from_root(root, "val", Letterbox(input_size))
     _, ann_file = find_split(root, "val")
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    return dataset, list(range(n)), Path(ann_file)
+    indices, _ = dataset.readable(range(len(dataset)), max_images)  # unreadable: left out
+    return dataset, indices, Path(ann_file)
 
 
 @torch.no_grad()

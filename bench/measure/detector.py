@@ -15,6 +15,7 @@ waiting processes may share its cores). Only rank 0 writes the sample plot and t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,12 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from rich.markup import escape
 
 from bench.anchors.coverage import anchor_coverage, load_boxes
 from bench.data.coco import CocoDetection
 from bench.data.stream import normalize_images
 from bench.data.transforms import Letterbox, collate_detection, invert_boxes
-from bench.distributed import gather_outcomes, shard
+from bench.distributed import broadcast_from_main, gather_outcomes, on_main, shard
+from bench.errors import UsageError
 from bench.measure.latency import (
     flatten_latency,
     load_raw_images,
@@ -62,20 +65,43 @@ ASSIGN_IMAGES = 32  # images whose matcher assignment is averaged into the row
 @dataclass
 class EvalSet:
     """The validation images of a run: ``dataset[indices]``, their ground truth written to
-    ``gt_path``; ``val_boxes(size)`` their letterboxed boxes (read once, for anchor coverage)."""
+    ``gt_path``; ``val_boxes(size)`` their letterboxed boxes (read once, for anchor coverage).
+
+    ``indices`` are the first ``max_images`` images that decode; ``skipped`` ({file name:
+    why}) the unreadable ones met on the way: they are not evaluated, not in the ground
+    truth and not timed (rows and ``results.json`` name them as ``skipped_images``)."""
 
     dataset: CocoDetection
     indices: list[int]
     gt_path: Path
     root: Path
+    skipped: dict[str, str] = field(default_factory=dict)
     _boxes: dict[int, list] = field(default_factory=dict)
 
     @classmethod
     def load(cls, spec: RunSpec) -> EvalSet:
         data = spec.data
         dataset = CocoDetection.from_root(data.root, data.split, Letterbox(data.input_size))
-        indices = list(range(len(dataset)))[: data.max_images]
-        return cls(dataset, indices, spec.out / "annotations.json", data.root)
+        found = on_main(lambda: dataset.readable(range(len(dataset)), data.max_images))
+        indices, skipped = broadcast_from_main(found)  # every rank evaluates the same images
+        if not indices:
+            name, why = next(iter(skipped.items()))
+            raise UsageError(
+                f"no readable image in {dataset.image_dir} ({len(dataset)} listed in "
+                f"{dataset.ann_file}; e.g. {name}: {why})"
+            )
+        return cls(dataset, indices, spec.out / "annotations.json", data.root, skipped)
+
+    def file_names(self) -> list[str]:
+        """The evaluated images' file names, in order."""
+        return [self.dataset.coco.imgs[self.dataset.ids[i]]["file_name"] for i in self.indices]
+
+    def fingerprint(self) -> str:
+        """The evaluated ground truth's identity, kept in ``run.json``: the sha256 of the
+        source annotation file and of the evaluated image names."""
+        ann = hashlib.sha256(self.dataset.ann_file.read_bytes()).hexdigest()
+        names = hashlib.sha256("\n".join(self.file_names()).encode()).hexdigest()
+        return f"sha256:{ann} + {len(self.indices)} images sha256:{names[:16]}"
 
     def val_boxes(self, size: int) -> list:
         if size not in self._boxes:
@@ -86,10 +112,13 @@ class EvalSet:
 
     def described(self) -> dict[str, Any]:
         """The ``dataset`` entry of ``run.json``."""
-        return {
+        out = {
             "root": str(self.root), "split": "val", "images": len(self.indices),
             "annotations": str(self.gt_path), "source": str(self.dataset.ann_file),
         }  # fmt: skip
+        if self.skipped:  # only then: folders written before this key resume
+            out["skipped_images"] = sorted(self.skipped)
+        return out
 
 
 def _build(v: Variant, w, spec: RunSpec, num_classes: int, builders) -> torch.nn.Module:
@@ -127,12 +156,15 @@ def predict(
     )  # fmt: skip
     out_list = []
     with torch.inference_mode():
-        for (j, _), (images, targets) in zip(batches, loader):
+        for (j, idx), (images, targets) in zip(batches, loader):
             out = float32_outputs(model(normalize_images(images.to(device)).to(dtype)))
             raw, out = out, (out if transform is None else transform(out, images, targets))
             dets = model.decode(out, [(input_size, input_size)] * len(targets))
             part: dict[str, Any] = {"batch": j, "n": len(targets), "assign": None}
             part.update(ids=[], boxes=[], scores=[], labels=[])
+            want = [dataset.ids[i] for i in idx]
+            if [t["image_id"] for t in targets] != want:  # a file went bad: never count twice
+                raise RuntimeError(f"images {want} could not all be read; evaluation stopped")
             for d, t in zip(dets, targets):
                 part["ids"].append(t["image_id"])
                 part["boxes"].append(invert_boxes(d.boxes.float().cpu(), t["meta"]))
@@ -216,7 +248,7 @@ def measure_variant(
     model = built["model"]
     det_rel = f"detections/{v.name}.json"
     t0 = time.perf_counter()
-    task = progress.add_task(f"{v.name}: evaluating", total=len(evalset.indices))
+    task = progress.add_task(f"{escape(v.name)}: evaluating", total=len(evalset.indices))
     evaluated = evaluate(
         model, evalset.dataset, evalset.indices, input_size=size, device=device,
         dtype=dtype, gt_path=evalset.gt_path, det_path=out / det_rel,
@@ -255,6 +287,7 @@ def measure_variant(
         **{k: result[k] for k in ("AP_ci95", "AP50_ci95", "tide", "tide_counts", "tide_ap50")},
         per_class=result["per_class"],
         num_images=result["num_images"],
+        skipped_images=sorted(evalset.skipped),
         num_detections=result["num_detections"],
         detections=det_rel,
         sample=sample_rel,
@@ -263,17 +296,17 @@ def measure_variant(
         train_images_seen=w.info.get("images_seen"),
         loss_curve=w.info.get("loss_curve"),
     )
-    ds, first = evalset.dataset, evalset.indices[: spec.timing.images]
-    raw = load_raw_images([ds.image_dir / ds.coco.imgs[ds.ids[i]]["file_name"] for i in first])
+    # the first readable evaluated images (EvalSet left the unreadable ones out)
+    raw = load_raw_images([evalset.dataset.path(i) for i in evalset.indices[: spec.timing.images]])
     for batch in spec.timing.batches:
-        progress.update(task, description=f"{v.name}: timing batch {batch}")
+        progress.update(task, description=f"{escape(v.name)}: timing batch {batch}")
         stats = measure_latency(
             model, raw, input_size=size, device=device, dtype=dtype, batch=batch,
             warmup=spec.timing.warmup, iters=spec.timing.iters,
         )  # fmt: skip
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # busy machine?
         store.add_row({**base, "batch": batch, **flatten_latency(stats), "load_avg_1m": load})
-    progress.update(task, description=f"{v.name}: done")
+    progress.update(task, description=f"{escape(v.name)}: done")
 
 
 def _heatmaps(outputs: Any) -> dict[str, torch.Tensor]:

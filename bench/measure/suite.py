@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -143,16 +144,27 @@ def _zoo_manifest(folder: Path) -> dict[str, Any]:
         return {}
 
 
-def _misfit(rec: dict, v: Variant, backbone: str, preset: str, builders) -> str:
-    """Why a zoo record's weights do not fit the detector the current code builds ("" if
-    they do): other parameter names or shapes (a changed head), or other anchors than the
-    ones the weights were trained with (same shapes: it would evaluate silently wrong)."""
+def _misfit(rec: dict, v: Variant, backbone: str, preset: str, builders, classes: int) -> str:
+    """Why a zoo record's weights do not fit the detector the current code builds for this
+    dataset's ``classes`` ("" if they do): a class count other than the dataset's (the
+    tensors are shaped for it), other parameter names or shapes (a changed head), or other
+    anchors than the ones the weights were trained with (same shapes: it would evaluate
+    silently wrong)."""
+    recorded = rec["detector"].get("num_classes")
+    if recorded != classes:
+        return (
+            f"it records {recorded} classes (its tensors are shaped for them), this dataset "
+            f"has {classes}"
+        )
+    state = rec["model"]
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        return "its 'model' entry is not a state dict of tensors"
     build = (builders or {}).get(v.base)
     if build is None:
         build = DETECTORS[v.base]
-    model = build(rec["detector"]["num_classes"], backbone=backbone, preset=preset, **v.kwargs)
+    model = build(classes, backbone=backbone, preset=preset, **v.kwargs)
     want = {k: tuple(t.shape) for k, t in model.state_dict().items()}
-    got = {k: tuple(t.shape) for k, t in rec["model"].items()}
+    got = {k: tuple(t.shape) for k, t in state.items()}
     if want != got:
         diff = sorted(set(want) ^ set(got)) or [k for k in want if want[k] != got[k]]
         return (
@@ -165,6 +177,17 @@ def _misfit(rec: dict, v: Variant, backbone: str, preset: str, builders) -> str:
     if anchors is not None and anchors != trained:
         return f"trained with other anchors ({trained}) than the current preset's ({anchors})"
     return ""
+
+
+def _non_finite(path: Path, state: dict) -> str:
+    """A warning when ``state`` holds NaN or inf ("" when every tensor is finite)."""
+    bad = [k for k, t in state.items() if t.is_floating_point() and not t.isfinite().all()]
+    if not bad:
+        return ""
+    return (
+        f"{path} holds non-finite weights (NaN or inf in {len(bad)} tensors, e.g. {bad[0]}): "
+        "evaluated as they are, their AP means nothing; retrain it"
+    )
 
 
 def resolve_weights(
@@ -192,7 +215,7 @@ def resolve_weights(
                     note = f"{path} holds {got}, expected {want}"
                 elif rec["detector"].get("label_to_cat_id") != cat_ids:
                     note = f"{path} was trained on other categories than this dataset's"
-                elif misfit := _misfit(rec, v, backbone, preset, builders):
+                elif misfit := _misfit(rec, v, backbone, preset, builders, len(cat_ids)):
                     note = f"{path}: {misfit}"
                 else:
                     info = {"images_seen": (rec.get("manifest") or {}).get("images_seen")}
@@ -201,7 +224,7 @@ def resolve_weights(
                     )
                     curve = folder / entry.get("loss_curve", f"{stem}.loss_curve.csv")
                     info["loss_curve"] = str(curve) if curve.is_file() else None
-                    out[v.name] = Weights(kind, path, "", info)
+                    out[v.name] = Weights(kind, path, _non_finite(path, rec["model"]), info)
                     continue
         problems.append(note)
         out[v.name] = Weights("random", None, note)
@@ -232,10 +255,11 @@ def train_variants(spec: RunSpec, builders: Mapping[str, Callable]) -> Path:
 
 
 def open_store(spec: RunSpec, evalset: EvalSet) -> ResultStore:
-    """The run's ResultStore (refusing another run's folder), ``env.json`` and the evaluated
-    ground truth ``annotations.json`` (rank 0)."""
+    """The run's ResultStore (refusing another run's folder, or this run's once the data has
+    changed: ``EvalSet.fingerprint`` in ``run.json``), ``env.json`` and the evaluated ground
+    truth ``annotations.json`` (rank 0)."""
     store = ResultStore(spec.out, config=spec.config(), env=collect_env(),
-                        dataset=evalset.described())  # fmt: skip
+                        dataset=evalset.described(), fingerprint=evalset.fingerprint())  # fmt: skip
     if not (spec.out / "env.json").exists():
         write_json_atomic(spec.out / "env.json", store.env)
     if not evalset.gt_path.exists():
@@ -270,6 +294,14 @@ def run_suite(
     builders = dict(DETECTORS if builders is None else builders)
     err = err or Console(stderr=True, quiet=not main)
     evalset = EvalSet.load(spec)
+    if evalset.skipped:
+        err.print(
+            f"[bold red]WARNING: {len(evalset.skipped)} UNREADABLE VALIDATION IMAGE(S) "
+            f"SKIPPED[/] (not evaluated, left out of the ground truth; AP is over the "
+            f"{len(evalset.indices)} others):"
+        )
+        for name, why in sorted(evalset.skipped.items()):
+            err.print(f"  {escape(str(evalset.dataset.image_dir / name))}: {escape(why)}")
     cat_ids = evalset.dataset.cat_ids
     weights_dir = spec.weights_dir
     resolved = None
@@ -288,12 +320,15 @@ def run_suite(
     random_rows = [v.name for v in spec.variants if resolved[v.name].kind == "random"]
     if random_rows:
         err.print(
-            f"[bold red]WARNING: RANDOM WEIGHTS[/] for {', '.join(random_rows)}: no matching "
-            f"checkpoint in {escape(str(weights_dir))} (their AP means nothing; see "
+            f"[bold red]WARNING: RANDOM WEIGHTS[/] for {escape(', '.join(random_rows))}: no "
+            f"matching checkpoint in {escape(str(weights_dir))} (their AP means nothing; see "
             "`python -m bench train`). Why, per detector:"
         )
         for name in random_rows:
-            err.print(f"  {name}: {escape(resolved[name].note)}")
+            err.print(f"  {escape(name)}: {escape(resolved[name].note)}")
+    for v in spec.variants:  # loaded, but with a warning (non-finite weights)
+        if resolved[v.name].kind != "random" and resolved[v.name].note:
+            err.print(f"[bold red]WARNING[/]: {escape(v.name)}: {escape(resolved[v.name].note)}")
     budgets = weights_dir / BUDGETS_NAME  # AP by training budget (bench analyze budgets)
     if main and budgets.is_file() and not spec.train:
         write_text_atomic(spec.out / BUDGETS_NAME, budgets.read_text())
@@ -312,7 +347,7 @@ def run_suite(
     with progress:
         for v in spec.variants:
             if v.name in done:
-                err.print(f"{v.name}: already in {spec.out}, skipped")
+                err.print(f"{v.name}: already in {spec.out}, skipped", markup=False)
                 continue
             try:
                 measure_variant(v, resolved[v.name], spec, evalset, builders, store, progress)

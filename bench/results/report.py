@@ -11,7 +11,10 @@ against AP, per-stage latency, precision-recall curves recomputed with pycocotoo
 saved detections, training curves when loss curves exist, the TIDE error bars), ``report.md``
 (images linked; with the AP/AP50 bootstrap intervals, the pairs of detectors not significantly
 different and the TIDE table of :mod:`bench.results.report_eval`) and ``report.html``
-(self-contained: images embedded as base64). Rows of different devices go to
+(self-contained: images embedded as base64). A row's ``sample`` is shown only when it is a
+PNG or JPEG image (by its first bytes) inside the run folder: any other file it names (``../``,
+an absolute path elsewhere, a text file) is left out with a warning naming the row and the
+path, in the report and on stderr. Rows of different devices go to
 separate tables, never one. Rows evaluated with random weights are flagged in a warning and in
 the table's ``weights`` column.
 """
@@ -24,6 +27,7 @@ import html
 import io
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,7 @@ __all__ = [
 ]
 
 Block = tuple[Any, ...]
+IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 # (header, row field, format)
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("detector", "detector", "s"), ("weights", "weights", "w"), ("batch", "batch", "d"),
@@ -137,6 +142,44 @@ def _resolve(out_dir: Path, path: str | None) -> Path | None:
     return p if p.is_file() else None
 
 
+def image_type(path: str | os.PathLike) -> str | None:
+    """``image/png`` or ``image/jpeg`` by the file's first bytes; None for anything else."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    return next((kind for magic, kind in IMAGE_MAGIC.items() if head.startswith(magic)), None)
+
+
+def _sample_blocks(out_dir: Path, rows: list[dict], first: Mapping[str, dict]) -> list[Block]:
+    """The sample images of ``first`` (one row per detector) that are PNG or JPEG files inside
+    ``out_dir``; a warning block (and a Python warning) for each other file a row names."""
+    shown: list[Block] = []
+    left_out: list[Block] = []
+    root = out_dir.resolve()
+    for name, row in first.items():
+        rel = row.get("sample")
+        path = _resolve(out_dir, rel) if isinstance(rel, str) else None
+        if path is None and (rel is None or isinstance(rel, str)):
+            continue  # no sample saved (a row measured without one)
+        if path is None:
+            why = "it is not a path"
+        elif not path.resolve().is_relative_to(root):
+            why = f"it lies outside the run folder {out_dir}"
+        elif image_type(path) is None:
+            why = "it is not a PNG or JPEG image"
+        else:
+            caption = f"{name}: detections" + (" and corner heatmaps" * ("cornernet" in name))
+            shown.append(("img", rel, caption))
+            continue
+        index = next(i for i, r in enumerate(rows) if r is row)
+        text = f"results.json row {index} ({name}): sample {rel!r} left out of the report: {why}"
+        warnings.warn(text, stacklevel=2)
+        left_out.append(("warn", text))
+    return [("h", 2, "Sample detections"), *shown, *left_out] if shown or left_out else []
+
+
 def _plots(out_dir: Path, doc: Mapping[str, Any], rows: list[dict]) -> list[Block]:
     """Regenerate the plots; returns the blocks showing them."""
 
@@ -169,18 +212,7 @@ def _plots(out_dir: Path, doc: Mapping[str, Any], rows: list[dict]) -> list[Bloc
     if losses:
         plots.plot_training_curves(losses, pdir / "training_curves.png")
         blocks.append(("img", "plots/training_curves.png", "Training loss against images seen"))
-    samples = [
-        (
-            "img",
-            row["sample"],
-            f"{name}: detections" + (" and corner heatmaps" * ("cornernet" in name)),
-        )
-        for name, row in first.items()
-        if _resolve(out_dir, row.get("sample")) is not None
-    ]
-    if samples:
-        blocks += [("h", 2, "Sample detections"), *samples]
-    return blocks
+    return blocks + _sample_blocks(out_dir, rows, first)
 
 
 def build_blocks(out_dir: str | os.PathLike) -> list[Block]:
@@ -279,7 +311,8 @@ CSS = (
 
 
 def render_html(blocks: Sequence[Block], out_dir: str | os.PathLike) -> str:
-    """A self-contained HTML page for ``blocks``: images embedded as base64 PNG."""
+    """A self-contained HTML page for ``blocks``: PNG and JPEG images embedded as base64 (any
+    other file an image block names is not embedded: its caption says so)."""
     e = html.escape
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'>"]
     parts.append(f"<title>cornerbench report</title><style>{CSS}</style></head><body>")
@@ -298,9 +331,14 @@ def render_html(blocks: Sequence[Block], out_dir: str | os.PathLike) -> str:
             )
             parts.append(f"<table><tr>{head}</tr>{body}</table>")
         elif kind == "img":
-            data = base64.b64encode((Path(out_dir) / block[1]).read_bytes()).decode("ascii")
+            path = Path(out_dir) / block[1]
+            mime = image_type(path)
+            if mime is None:
+                parts.append(f"<p>{e(block[2])}: {e(str(block[1]))} is not a PNG or JPEG image</p>")
+                continue
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
             parts.append(
-                f"<figure><img alt='{e(block[2])}' src='data:image/png;base64,{data}'>"
+                f"<figure><img alt='{e(block[2])}' src='data:{mime};base64,{data}'>"
                 f"<figcaption>{e(block[2])}</figcaption></figure>"
             )
     parts.append("</body></html>\n")

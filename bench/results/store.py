@@ -11,8 +11,12 @@ removes its temporary file.
 ``ResultStore(out_dir, config=...)`` keeps one row per key
 ``(detector, backbone, input_size, device, dtype, batch)`` in
 
-- ``run.json``: ``{"config": ...}``, the command's configuration; a folder whose ``run.json``
-  holds another configuration belongs to another run and is refused (``UsageError``);
+- ``run.json``: ``{"config": ..., "data_fingerprint": ...}``, the command's configuration
+  and the identity of the ground truth its rows were scored against; a folder whose
+  ``run.json`` holds another configuration belongs to another run and is refused
+  (``UsageError``), and so is one whose fingerprint differs (the data changed since: its
+  rows would mix two ground truths). A ``run.json`` without a fingerprint (written before
+  fingerprints) is accepted and gets this run's;
 - ``results.json``: ``{"env": ..., "dataset": ..., "rows": [...], "resumes": [...]}``;
 - ``results.csv``: the rows as a table (pandas), dict/list cells as JSON text.
 
@@ -78,6 +82,11 @@ def write_atomic(
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename2 is None:  # name the destination, not the temporary file or nothing
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -164,6 +173,7 @@ class ResultStore:
         env: provenance (``bench.results.env.collect_env()``). The first session's goes to ``env``;
             a resumed session's is appended to ``resumes``.
         dataset: a description of the data (name, image count, annotation file, ...).
+        fingerprint: the identity of the ground truth (see the module docstring).
     """
 
     def __init__(
@@ -173,9 +183,11 @@ class ResultStore:
         config: Mapping[str, Any],
         env: Mapping[str, Any] | None = None,
         dataset: Mapping[str, Any] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.config = _clean(dict(config))
+        self.fingerprint = fingerprint
         self.run_path = self.out_dir / "run.json"
         self.json_path = self.out_dir / "results.json"
         self.csv_path = self.out_dir / "results.csv"
@@ -217,13 +229,31 @@ class ResultStore:
                     f"{self.out_dir} holds the results of another run (run.json differs in "
                     f"{', '.join(diff)}); use another output folder or the same configuration"
                 )
+            self._check_fingerprint(stored)
         elif self.json_path.exists() or self.csv_path.exists():
             raise UsageError(
                 f"{self.out_dir} holds results.json/results.csv but no run.json: results of "
                 "another (or an unknown) run; use another output folder"
             )
         else:
-            write_json_atomic(self.run_path, {"config": self.config})
+            write_json_atomic(self.run_path, self._run_doc({}))
+
+    def _run_doc(self, stored: Mapping[str, Any]) -> dict[str, Any]:
+        doc = {**stored, "config": self.config}
+        if self.fingerprint is not None:
+            doc["data_fingerprint"] = self.fingerprint
+        return doc
+
+    def _check_fingerprint(self, stored: Mapping[str, Any]) -> None:
+        old = stored.get("data_fingerprint")
+        if old is not None and self.fingerprint is not None and old != self.fingerprint:
+            raise UsageError(
+                f"{self.out_dir} holds results scored against other ground truth: run.json "
+                f"records data fingerprint {old}, the data now gives {self.fingerprint} (the "
+                "dataset was regenerated or edited since); use another output folder"
+            )
+        if old is None and self.fingerprint is not None:  # written before fingerprints
+            write_json_atomic(self.run_path, self._run_doc(stored))
 
     def _load(self) -> None:
         doc = _read_json(self.json_path, 'an object {"env", "dataset", "rows"}')

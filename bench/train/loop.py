@@ -54,6 +54,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from bench.data.stream import (
@@ -314,12 +315,12 @@ def _progress(enabled: bool, name: str, total: int, done: int):
         return None
 
     bar = Progress(
-        f"[bold]{name}",
+        "[bold]{task.description}",  # the name, escaped: it prints as it is
         BarColumn(),
         MofNCompleteColumn(),
         "loss {task.fields[loss]:.4f}",
         TimeRemainingColumn(),
     )
-    task = bar.add_task(name, total=total, completed=done, loss=float("nan"))
+    task = bar.add_task(escape(name), total=total, completed=done, loss=float("nan"))
     bar.start()
     return bar, task
