@@ -6,12 +6,17 @@ imported only when it is used, so ``--help`` is fast.
 
 Exit codes: 0 success, 2 bad input (missing file, unknown name, ...) and files that cannot be
 written (full disk, read-only file system, no permission: one line naming the file and the
-reason, no traceback), 1 anything else.
+reason, no traceback), 1 anything else, 130 Ctrl-C (one line on stderr: what was saved and
+how to resume, from the command module's ``INTERRUPTED`` when it has one), 141 when stdout is
+a pipe closed early (``bench compare --json | head``): no traceback, the rest of the output is
+dropped, and 141 = 128 + SIGPIPE is what a shell reports for any other program cut off by
+``head``, so a ``set -o pipefail`` script sees a truncated output, not a success.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
@@ -26,6 +31,9 @@ WRITE_ERRNOS = frozenset(
      errno.ENOTDIR, errno.EISDIR}
 )  # fmt: skip
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})  # only writes meet these
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -105,7 +113,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
     try:
-        return int(module.run(args) or 0)
+        code = int(module.run(args) or 0)
+        sys.stdout.flush()  # here: a closed pipe raises now, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # Python's advice (library/signal.html, "Note on SIGPIPE"): point stdout at devnull
+        # so that the flush at exit cannot raise again
+        with contextlib.suppress(OSError, ValueError):  # stdout without a descriptor (captured)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        saved = getattr(module, "INTERRUPTED", "nothing more was saved")
+        print(f"interrupted (Ctrl-C): {saved}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

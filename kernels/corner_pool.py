@@ -160,11 +160,16 @@ def fused_corner_pool_reference(a: torch.Tensor, b: torch.Tensor, corner: str) -
 
 
 # ---------------------------------------------------------------- validation
+_UNCHECKED = object()  # _check's default: no direction to check (None is a bad direction)
+
+
 def _check(
-    x: torch.Tensor, name: str, direction: str | None = None, backend: str = "torch"
+    x: torch.Tensor, name: str, direction: object = _UNCHECKED, backend: str = "torch"
 ) -> None:
     check_float_tensor(x, name, "N, C, H, W")
-    if direction is not None and direction not in DIRECTIONS:
+    if direction is not _UNCHECKED and (
+        not isinstance(direction, str) or direction not in DIRECTIONS
+    ):
         raise ValueError(f"direction: expected one of {sorted(DIRECTIONS)}, got {direction!r}")
     check_backend(backend)
 
@@ -177,7 +182,7 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, corner: str) -> tuple[str, str
             f"a and b must match: got shape {tuple(a.shape)} vs {tuple(b.shape)}, "
             f"dtype {a.dtype} vs {b.dtype}, device {a.device} vs {b.device}"
         )
-    if corner not in CORNERS:
+    if not isinstance(corner, str) or corner not in CORNERS:
         raise ValueError(f"corner: expected one of {sorted(CORNERS)}, got {corner!r}")
     return CORNERS[corner]
 

@@ -341,6 +341,7 @@ def heatmap_peaks(
 
     heat_logits: (B, C, H, W) logits, any float dtype and strides; not modified.
     k: 0 <= k <= C*H*W (ValueError otherwise); kernel: odd NMS window size (1 disables NMS).
+    A NaN logit raises ValueError (+-inf are fine: sigmoid 1 and 0).
     backend: "auto" (Triton for CUDA fp16/bf16/fp32 tensors, the reference otherwise), "triton"
     or "torch" (see kernels._backend).
     Returns scores (B, k) float32 in descending order (ties: lower flat index first), and
@@ -348,6 +349,10 @@ def heatmap_peaks(
     The Triton path takes k <= MAX_TRITON_K (1024); "auto" uses the reference above that.
     """
     _check(heat_logits, k, kernel, backend)
+    # one host sync per call (not in _check: the reference path would sync twice); a NaN
+    # logit would rank first (Triton) or anywhere (torch.topk), so it is refused
+    if not heat_logits.is_meta and bool(torch.isnan(heat_logits).any()):
+        raise ValueError("heat_logits: expected no NaN, got NaN values")
     k, kernel = int(k), int(kernel)
     empty = k == 0 or heat_logits.shape[0] == 0
     if empty or not use_triton(heat_logits, backend, _triton_k_limit("k", k)):

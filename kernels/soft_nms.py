@@ -250,6 +250,25 @@ def _use_triton(boxes: torch.Tensor, scores: torch.Tensor, backend: str, max_siz
     return use_triton((boxes, scores), backend, limit)
 
 
+def _check_values(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> None:
+    """soft_nms's value checks: finite scores, finite boxes with x1 <= x2 and y1 <= y2 (one
+    host sync; skipped for meta tensors), 0 <= iou_threshold <= 1."""
+    if not 0 <= iou_threshold <= 1:  # also refuses NaN
+        raise ValueError(f"iou_threshold: expected a float in [0, 1], got {iou_threshold!r}")
+    if boxes.is_meta or boxes.shape[0] == 0:
+        return
+    finite = torch.isfinite(scores)
+    ordered = torch.isfinite(boxes).all(1) & (boxes[:, 2:] >= boxes[:, :2]).all(1)
+    if bool(finite.all() & ordered.all()):
+        return
+    if not bool(finite.all()):
+        i = int((~finite).nonzero()[0])
+        raise ValueError(f"scores: expected finite values, got {float(scores[i])} at index {i}")
+    i = int((~ordered).nonzero()[0])
+    got = f"got {boxes[i].tolist()} at index {i}"
+    raise ValueError(f"boxes: expected finite x1 <= x2 and y1 <= y2 (xyxy), {got}")
+
+
 def _check_labelled(boxes, scores, labels, method, sigma, backend) -> None:
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"labels: expected a torch.Tensor, got {type(labels).__name__}")
@@ -283,9 +302,11 @@ def soft_nms(
     backend: "auto" (Triton for CUDA fp16/bf16/fp32 tensors, the reference otherwise), "triton"
     or "torch" (see kernels._backend).
     Returns kept indices (M,) int64 in emission order and their rescored scores (M,) float32.
-    Inputs are not modified.
+    Inputs are not modified. ValueError for a score or box coordinate not finite, a box with
+    x2 < x1 or y2 < y1, an iou_threshold outside [0, 1].
     """
     _check(boxes, scores, None, method, sigma, backend)
+    _check_values(boxes, scores, iou_threshold)
     params = (method, sigma, iou_threshold, score_threshold, offset)
     n = boxes.shape[0]
     if n == 0 or not _use_triton(boxes, scores, backend, n):

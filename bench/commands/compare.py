@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
 
 from bench.commands._tables import Col, add_wide_option, print_table
-from bench.results.compare import METRICS, compare_results
+from bench.results.compare import METRICS, compare_results, dataset_mismatch
 
 # columns a narrow terminal keeps (0: always), the others in this order while they fit
 KEEP = {"AP": 0, "AP50": 0, "p50 ms": 0, "anchors/img": 1, "AP75": 2, "fwd ms": 3, "dec ms": 4,
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the deltas of ``dir_b`` against ``dir_a`` (a rich table, or JSON)."""
     result = compare_results(args.dir_a, args.dir_b)
+    mismatch = dataset_mismatch(result)
+    if mismatch:  # stderr: `--json` output stays parseable
+        print(f"warning: {mismatch}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

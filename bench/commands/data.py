@@ -23,6 +23,13 @@ from bench.data.coco import find_split
 from bench.data.synthetic import DIFFICULTIES, PRESETS, generate_synthetic
 from bench.errors import UsageError
 
+# bench.cli prints this after Ctrl-C: generate_synthetic writes into a temporary folder
+# beside --out, renamed only when complete and removed when interrupted
+INTERRUPTED = (
+    "no dataset was written (--out is left as it was); rerun the command to generate it: "
+    "generation restarts from the beginning"
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``synthetic`` and ``card`` actions to ``parser``."""

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bench.data.coco import load_coco_json
 from bench.errors import UsageError
 from bench.results.coco_eval import STAT_NAMES, evaluate_coco
 
@@ -30,8 +31,11 @@ def _fmt(v: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate ``--dt`` against ``--gt``; print a table or (``--json``) one JSON object."""
+    # the ground truth goes through bench run's loader: the same checks (unique ids, known
+    # images and categories, finite boxes; warnings for negative or outside boxes)
+    gt = load_coco_json(args.gt)
     try:
-        result = evaluate_coco(args.gt, args.dt)
+        result = evaluate_coco(gt, args.dt)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     if args.json:

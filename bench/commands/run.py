@@ -72,6 +72,12 @@ from detectors.backbones import HOURGLASS_PRESETS
 
 __all__ = ["add_arguments", "run", "run_spec"]
 
+# bench.cli prints this after Ctrl-C: each row is saved when it is finished (ResultStore)
+INTERRUPTED = (
+    "the rows finished so far are saved in the output folder (--out); rerun the same command "
+    "with the same options to resume: finished rows are kept, the others are measured"
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m bench run``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import signal
 import sys
 from dataclasses import asdict
@@ -84,10 +85,32 @@ def _data_root(spec: str) -> Path:
                 pass
         return ensure_synthetic(Path(path or "data/synthetic"))
     if kind == "coco" and path:
+        if Path(path).exists() and not Path(path).is_dir():
+            raise UsageError(
+                f"--data {spec}: {path} is a file; expected the dataset's folder (holding "
+                "annotations/ and the image folders), e.g. coco:data/coco"
+            )
         if not Path(path).is_dir():
             raise UsageError(f"--data {spec}: folder {path} does not exist")
         return Path(path)
     raise UsageError(f"--data {spec!r}: expected synthetic, synthetic:PATH or coco:PATH")
+
+
+# TrainConfig's fields set from options: its ValueError speaks of the option the user typed
+OPTIONS = {"images_seen": "--budget", "batch_size": "--batch-size", "lr": "--lr",
+           "input_size": "--input-size", "seed": "--seed", "num_workers": "--workers",
+           "amp": "--amp", "micro_batch": "--micro-batch", "sync_bn": "--sync-bn",
+           "snapshot_images": "--snapshots"}  # fmt: skip
+
+
+def _as_options(message: str, args: argparse.Namespace) -> str:
+    """TrainConfig's ValueError with its field names replaced by the options that set them:
+    ``TrainConfig.images_seen must be an int >= 1, got 0`` -> ``--budget must be ...``."""
+    if message.startswith("TrainConfig: lr must be > 0"):  # its message holds the whole config
+        return f"--lr must be a finite number > 0, got {args.lr!r}"
+    for field, option in OPTIONS.items():
+        message = re.sub(rf"\bTrainConfig\.{field}\b", option, message)
+    return message
 
 
 def _snapshots(text: str) -> tuple[int, ...]:
@@ -111,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             snapshot_images=_snapshots(args.snapshots),
         )  # fmt: skip
     except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        raise UsageError(_as_options(str(exc), args)) from exc
     writable_folder(args.out, "--out")  # before any training, not at the first checkpoint
     if args.export_zoo is not None:
         writable_folder(args.export_zoo, "--export-zoo")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -104,21 +105,66 @@ def load_coco_json(ann_file: str | Path) -> dict:
         raise UsageError(f"annotation file {ann_file} lists no images: the dataset is empty")
     if not cat_ids:
         raise UsageError(f"annotation file {ann_file} lists no categories")
-    if len(image_ids) != len(data["images"]) or len(cat_ids) != len(data["categories"]):
-        raise UsageError(f"annotation file {ann_file} has duplicate image or category ids")
-    for ann in data["annotations"]:
-        bbox = ann.get("bbox") if isinstance(ann, dict) else None
-        if (
-            not isinstance(bbox, list)
-            or len(bbox) != 4
-            or ann.get("image_id") not in image_ids
-            or ann.get("category_id") not in cat_ids
-        ):
-            raise UsageError(
-                f"annotation file {ann_file}: annotation {str(ann)[:120]} needs a known "
-                "'image_id', a known 'category_id' and a 4-number 'bbox'"
-            )
+    check_annotations(data, f"annotation file {ann_file}", UsageError)
     return data
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_annotations(data: dict, source: str, error: type[Exception] = UsageError) -> None:
+    """The checks of a COCO ground truth behind :func:`load_coco_json`, the loader of
+    ``bench run``, ``bench train`` and ``bench eval`` (on lists of objects):
+
+    ``error`` naming ``source`` for duplicate image or category ids, and for an annotation
+    (named by its id) of an unknown image or category or without a 4-finite-number ``bbox``;
+    a warning (stderr) counting the boxes with a negative width or height and those reaching
+    more than 1 px outside their image (when it has a width and height), with their ids.
+    """
+    images = {}
+    for im in data["images"]:
+        if im["id"] in images:
+            raise error(f"{source} has duplicate image ids: {im['id']!r}")
+        images[im["id"]] = im
+    cat_ids = [c["id"] for c in data["categories"]]
+    if len(set(cat_ids)) != len(cat_ids):
+        dup = next(c for c in cat_ids if cat_ids.count(c) > 1)
+        raise error(f"{source} has duplicate category ids: {dup!r}")
+    negative, outside, cats = [], [], set(cat_ids)
+    for i, ann in enumerate(data["annotations"]):
+        bbox = ann.get("bbox") if isinstance(ann, dict) else None
+        if isinstance(ann, dict) and "id" in ann:
+            name = f"annotation id {ann['id']!r}"
+        else:
+            name = f"annotations[{i}] {str(ann)[:100]}"
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_finite, bbox)):
+            raise error(f"{source}: {name} needs a 4-number 'bbox' (finite numbers), got {bbox!r}")
+        if ann.get("image_id") not in images or ann.get("category_id") not in cats:
+            raise error(
+                f"{source}: {name} needs a known 'image_id' and a known 'category_id', got "
+                f"image_id {ann.get('image_id')!r}, category_id {ann.get('category_id')!r}"
+            )
+        x, y, w, h = bbox
+        im = images[ann["image_id"]]
+        width, height = im.get("width"), im.get("height")
+        if w < 0 or h < 0:
+            negative.append(ann.get("id"))
+        elif (_finite(width) and _finite(height)) and (
+            x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1
+        ):
+            outside.append(ann.get("id"))
+    problems = [
+        f"{len(ids)} of {len(data['annotations'])} boxes {what} (annotation ids "
+        f"{', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''})"
+        for ids, what in (
+            (negative, "have a negative width or height"),
+            (outside, "reach more than 1 px outside their image"),
+        )  # fmt: skip
+        if ids
+    ]
+    if problems:
+        warnings.warn(f"{source}: {'; '.join(problems)}", stacklevel=3)
 
 
 class CocoDetection(torch.utils.data.Dataset):

@@ -6,6 +6,10 @@ Rows are matched on (detector, backbone, input size, dtype, batch). Deltas are `
 same device (type and model name, from ``env``): figures from two devices never share a
 table; the accuracy columns are compared whatever the device. COCO's -1 ("undefined") and
 missing values give no delta. Rows present in one folder only are listed.
+
+The two runs' data are compared too: ``dataset`` (source, root, images) of ``results.json``
+and ``data_fingerprint`` of ``run.json``; :func:`dataset_mismatch` says how they differ (the
+command warns on stderr: the AP of two data sets are not comparable).
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from bench.results.report import load_results
 
-__all__ = ["METRICS", "compare_results"]
+__all__ = ["METRICS", "compare_results", "dataset_mismatch"]
 
 MATCH: tuple[str, ...] = ("detector", "backbone", "input_size", "dtype", "batch")
+DATA_KEYS: tuple[str, ...] = ("source", "root", "images")  # of results.json's "dataset"
 # (header, row field)
 METRICS: tuple[tuple[str, str], ...] = (
     ("AP", "AP"),
@@ -51,11 +57,39 @@ def _value(row: Mapping[str, Any], field: str) -> float | None:
     return float(v)
 
 
+def _data_identity(out_dir: str | os.PathLike, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``dataset``'s source, root and images, and run.json's data_fingerprint (None if absent)."""
+    data = doc.get("dataset") if isinstance(doc.get("dataset"), dict) else {}
+    out = {k: data.get(k) for k in DATA_KEYS}
+    try:
+        run = json.loads((Path(out_dir) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        run = None
+    out["data_fingerprint"] = run.get("data_fingerprint") if isinstance(run, dict) else None
+    return out
+
+
+def dataset_mismatch(result: Mapping[str, Any]) -> str | None:
+    """None when the two runs' data agree (keys recorded by both), else one line naming both,
+    e.g. ``A (runs/a) and B (runs/b) ran on different data: source a.json vs b.json``."""
+    a, b = result["datasets"]["a"], result["datasets"]["b"]
+    diff = [
+        f"{k} {a[k]} vs {b[k]}"
+        for k in (*DATA_KEYS, "data_fingerprint")
+        if a[k] is not None and b[k] is not None and a[k] != b[k]
+    ]
+    if not diff:
+        return None
+    names = f"A ({result['dir_a']}) and B ({result['dir_b']})"
+    return f"{names} ran on different data: {'; '.join(diff)}; their metrics are not comparable"
+
+
 def compare_results(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> dict[str, Any]:
     """Compare two run folders.
 
     Returns ``{"matched": [{"key": {...}, "same_device": bool, "metrics": {field: {"a", "b",
-    "delta", "relative"}}}], "only_a": [key dicts], "only_b": [key dicts]}``; latency fields
+    "delta", "relative"}}}], "only_a": [key dicts], "only_b": [key dicts], "dir_a", "dir_b",
+    "datasets": {"a": {source, root, images, data_fingerprint}, "b": {...}}}``; latency fields
     are left out of ``metrics`` when the devices differ.
     """
     doc_a, doc_b = load_results(dir_a), load_results(dir_b)
@@ -85,4 +119,12 @@ def compare_results(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> dict[
     def keys(rows, other):
         return [{k: r.get(k) for k in MATCH} for key, r in rows.items() if key not in other]
 
-    return {"matched": matched, "only_a": keys(rows_a, rows_b), "only_b": keys(rows_b, rows_a)}
+    datasets = {"a": _data_identity(dir_a, doc_a), "b": _data_identity(dir_b, doc_b)}
+    return {
+        "matched": matched,
+        "only_a": keys(rows_a, rows_b),
+        "only_b": keys(rows_b, rows_a),
+        "dir_a": os.fspath(dir_a),
+        "dir_b": os.fspath(dir_b),
+        "datasets": datasets,
+    }

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from kernels import (
     corner_pool,
+    corner_pool_backward,
     corner_pool_reference,
     fused_corner_pool,
     fused_corner_pool_reference,
@@ -309,6 +310,10 @@ BAD_CALLS = {  # id: (call, what the message must name)
     "rank3": (lambda: corner_pool(torch.randn(3, 4, 5), "top"), "4 dims"),
     "int64": (lambda: corner_pool(X.long(), "top"), "int64"),
     "direction": (lambda: corner_pool(X, "up"), "direction"),
+    "direction_none": (lambda: corner_pool(X, None), "direction: expected one of .* got None"),
+    "direction_list": (lambda: corner_pool(X, ["top"]), "direction: expected one of"),
+    "backward_direction_none": (lambda: corner_pool_backward(X, X, None), "direction: expected"),
+    "corner_none": (lambda: fused_corner_pool(X, X, None), "corner: expected one of .* got None"),
     "backend": (lambda: corner_pool(X, "top", backend="cuda"), "backend"),
     "not_a_tensor": (lambda: corner_pool([[1.0]], "top"), "list"),
     "triton_float64": (lambda: corner_pool(X.double(), "top", backend="triton"), "float64"),

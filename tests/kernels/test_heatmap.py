@@ -244,6 +244,9 @@ def test_hypothesis_triton_equals_reference(shape, kernel, seed, small_blocks, r
     _assert_same(got, heatmap_peaks_reference(heat, k, kernel))
 
 
+NAN_HEAT = torch.zeros(1, 2, 3, 3).index_fill_(3, torch.tensor([1]), float("nan"))
+
+
 @pytest.mark.parametrize(
     "heat,k,kernel,backend,match",
     [
@@ -255,6 +258,9 @@ def test_hypothesis_triton_equals_reference(shape, kernel, seed, small_blocks, r
         (torch.zeros(1, 2, 3, 3), 2, 3, "cuda", "backend: expected one of"),
         (torch.zeros(1, 0, 3, 3), 0, 3, "torch", r"C\*H\*W > 0"),
         ([[0.0]], 1, 3, "torch", "torch.Tensor"),
+        (NAN_HEAT, 2, 3, "torch", "heat_logits: expected no NaN"),
+        (NAN_HEAT, 2, 3, "triton", "heat_logits: expected no NaN"),
+        (NAN_HEAT, 2, 3, "auto", "heat_logits: expected no NaN"),
     ],
     ids=str,
 )

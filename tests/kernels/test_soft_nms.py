@@ -197,6 +197,11 @@ def test_edge_sizes_strides_dtypes(backend: str) -> None:
     assert torch.equal(packed, before)
 
 
+NAN, INF = float("nan"), float("inf")
+BACKWARDS = torch.tensor([[0.0, 0, 1, 1], [5, 0, 1, 3]])  # box 1: x2 < x1
+NAN_BOX = torch.tensor([[0.0, 0, 1, 1], [0, 0, NAN, 3]])
+
+
 @pytest.mark.parametrize(
     "args,kwargs,match",
     [
@@ -208,6 +213,38 @@ def test_edge_sizes_strides_dtypes(backend: str) -> None:
         ((torch.zeros(3, 4), torch.zeros(3)), {"backend": "cuda"}, "backend: expected one of"),
         ((torch.zeros(3, 4), [0.0, 0.0, 0.0]), {}, "scores: expected a torch.Tensor"),
         ((torch.zeros(3, 4), torch.zeros(3, device="meta")), {}, "scores: expected device cpu"),
+        (
+            (torch.zeros(3, 4), torch.tensor([0.5, NAN, 0.1])),
+            {},
+            "scores: expected finite.*index 1",
+        ),
+        (
+            (torch.zeros(3, 4), torch.tensor([0.5, 0.2, INF])),
+            {},
+            "scores: expected finite.*index 2",
+        ),
+        (
+            (BACKWARDS, torch.ones(2)),
+            {},
+            r"boxes: expected finite x1 <= x2.*\[5.0, 0.0, 1.0, 3.0\]",
+        ),
+        (
+            (BACKWARDS[:, [1, 0, 3, 2]], torch.ones(2)),
+            {},
+            r"boxes: expected .*\[0.0, 5.0, 3.0, 1.0\] at index 1",
+        ),
+        ((NAN_BOX, torch.ones(2)), {}, "boxes: expected finite.*index 1"),
+        (
+            (torch.zeros(3, 4), torch.zeros(3)),
+            {"iou_threshold": 5},
+            r"iou_threshold: expected .*\[0, 1\], got 5",
+        ),
+        ((torch.zeros(3, 4), torch.zeros(3)), {"iou_threshold": NAN}, "iou_threshold: expected"),
+        (
+            (torch.zeros(3, 4), torch.tensor([0.5, NAN, 0.1])),
+            {"backend": "triton"},
+            "scores: expected finite",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )

@@ -35,7 +35,7 @@ CASES = {
             "categories": [CATEGORY],
             "annotations": [{**BOX, "bbox": ["a", "b", "c", "d"]}],
         },
-        "every box with 4 numbers",
+        "annotation id 1 needs a 4-number 'bbox'",  # refused at loading, naming the annotation
     ),
     "image-without-size": (
         {
