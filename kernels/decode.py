@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 
 from kernels._backend import check_backend, check_float_tensor, is_int, use_triton
-from kernels.heatmap import _heatmap_peaks_fwd, _triton_k_limit, heatmap_peaks_reference
+from kernels.heatmap import _heatmap_peaks_fwd, _peaks_reference, _triton_k_limit
 
 
 # ---------------------------------------------------------------- torch reference
@@ -59,10 +59,17 @@ def cornernet_decode_reference(
     Scores are formed per pair (B, K, K) but boxes only for the num_dets winners.
     """
     _check(tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr, K, kernel, num_dets, "torch")
-    K, kernel, num_dets = int(K), int(kernel), int(num_dets)
+    heads = (tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr)
+    return _decode_reference(*heads, int(K), int(kernel), ae_threshold, int(num_dets))
+
+
+def _decode_reference(tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr, K, kernel,
+                      ae_threshold, num_dets) -> torch.Tensor:  # fmt: skip
+    """:func:`cornernet_decode_reference` on checked inputs (the public functions check
+    once: at 128 px on the CPU the checks cost as much as a tenth of the decode)."""
     # both corner types in one call (2B, C, H, W): per-image results are the same as two
     # calls, with half the small-op overhead that dominates on the CPU at 128 px
-    peaks = heatmap_peaks_reference(torch.cat((tl_heat, br_heat)), K, kernel)
+    peaks = _peaks_reference(torch.cat((tl_heat, br_heat)), K, kernel)
     (ts, bs), (tc, bc), (ty, by), (tx, bx) = (v.chunk(2) for v in peaks)
     b = torch.arange(tl_heat.shape[0], device=tl_heat.device)[:, None]  # (B, 1)
     # gather at the corners: (B, 2, H, W)[b, c, y, x] -> (B, K)
@@ -311,7 +318,7 @@ def cornernet_decode(
     args = (*heads, K, kernel, ae_threshold, num_dets)
     empty = tl_heat.shape[0] == 0
     if empty or not use_triton(heads, backend, _triton_k_limit("K", K)):
-        return cornernet_decode_reference(*args)
+        return _decode_reference(*args)
     return _cornernet_decode_fwd(*args)
 
 

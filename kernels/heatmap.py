@@ -128,7 +128,11 @@ def heatmap_peaks_reference(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Torch specification of :func:`heatmap_peaks` (any device); see the module docstring."""
     _check(heat_logits, k, kernel, "torch")
-    k, kernel = int(k), int(kernel)
+    return _peaks_reference(heat_logits, int(k), int(kernel))
+
+
+def _peaks_reference(heat_logits: torch.Tensor, k: int, kernel: int) -> tuple[torch.Tensor, ...]:
+    """:func:`heatmap_peaks_reference` on checked inputs (cornernet_decode checks once)."""
     b, c, h, w = heat_logits.shape
     # a new tensor (the input is never modified), contiguous for the flat view
     s = torch.sigmoid(heat_logits.float().contiguous())
@@ -357,5 +361,5 @@ def heatmap_peaks(
     k, kernel = int(k), int(kernel)
     empty = k == 0 or heat_logits.shape[0] == 0
     if empty or not use_triton(heat_logits, backend, _triton_k_limit("k", k)):
-        return heatmap_peaks_reference(heat_logits, k, kernel)
+        return _peaks_reference(heat_logits, k, kernel)
     return _heatmap_peaks_fwd(heat_logits, k, kernel)
