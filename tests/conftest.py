@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import sys
 
 if shutil.which("nvidia-smi") is None and not os.environ.get("CUDA_VISIBLE_DEVICES"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -27,6 +28,10 @@ if not torch.cuda.is_available():
 torch.set_num_threads(int(os.environ.get("CORNERBENCH_TEST_THREADS", "1")))
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+# shared test helpers (tests/grid_detector.py) import as top-level modules; appended, so the
+# tests' folders never shadow the real kernels/detectors/bench packages
+if os.path.dirname(__file__) not in sys.path:
+    sys.path.append(os.path.dirname(__file__))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

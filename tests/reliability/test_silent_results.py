@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from grid_detector import grid
 
 from bench.cli import main
 from bench.commands import run as run_cmd
@@ -42,49 +42,8 @@ from bench.results.coco_eval import STAT_NAMES
 from bench.spec import Variant
 from bench.train.checkpoints import detector_record, save_atomic
 from detectors import DETECTORS, build_detector
-from detectors.base import Detections, Detector, check_images
 
-SIZES = (16.0, 32.0)  # box sides proposed at every cell of the stride-8 grid
-
-
-class GridDetector(Detector):
-    """Class logits on a stride-8 grid, a 16 px and a 32 px box per cell: random weights
-    give image-dependent detections, so a wrong image changes AP."""
-
-    name = "grid"
-
-    def __init__(self, num_classes: int, **kwargs) -> None:
-        stem = nn.Sequential(nn.Conv2d(3, 4, 3, stride=8, padding=1), nn.BatchNorm2d(4))
-        super().__init__(num_classes, stem)
-        self.head = nn.Conv2d(4, num_classes * len(SIZES), 1)
-
-    def forward(self, images: torch.Tensor) -> dict:
-        check_images(images)
-        return {"logits": self.head(self.backbone(images))}
-
-    def decode(self, outputs: dict, image_sizes: list) -> list[Detections]:
-        logits = outputs["logits"]
-        n, c, h, w = logits.shape
-        probs = logits.sigmoid().view(n, len(SIZES), c // len(SIZES), h, w)
-        probs = probs.permute(0, 3, 4, 1, 2).reshape(n, h * w * len(SIZES), -1)
-        ys, xs, ss = torch.meshgrid(
-            torch.arange(float(h)), torch.arange(float(w)), torch.tensor(SIZES), indexing="ij"
-        )
-        cx, cy, half = (xs.flatten() + 0.5) * 8, (ys.flatten() + 0.5) * 8, ss.flatten() / 2
-        boxes = torch.stack([cx - half, cy - half, cx + half, cy + half], 1)
-        out = []
-        for i, (ih, iw) in enumerate(image_sizes):
-            scores, labels = probs[i].max(1)
-            keep = scores.argsort(descending=True)[: self.max_detections]
-            b = boxes[keep].clone()
-            b[:, 0::2] = b[:, 0::2].clamp(0, iw)
-            b[:, 1::2] = b[:, 1::2].clamp(0, ih)
-            out.append(Detections(b, scores[keep], labels[keep]))
-        return out
-
-
-def build_grid(num_classes: int, backbone: str = "tiny", preset: str = "synthetic", **kw):
-    return GridDetector(num_classes, **kw)
+build_grid = grid("grid", batch_norm=True)  # BatchNorm: buffers a zoo file can corrupt
 
 
 BUILDERS = {"alpha": build_grid}

@@ -8,15 +8,13 @@ forward calls; the CLI error cases use the real registry but stop before buildin
 from __future__ import annotations
 
 import argparse
-import collections
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from torch import nn
+from grid_detector import CALLS, GridDetector, grid
 
 from bench.cli import main
 from bench.commands import run as run_cmd
@@ -28,74 +26,6 @@ from bench.results.coco_eval import STAT_NAMES, evaluate_coco
 from bench.results.store import ResultStore
 from bench.results.tide import ERROR_TYPES
 from bench.train.checkpoints import detector_record, export_half
-from detectors.base import Detections, Detector, check_images
-
-CALLS: collections.Counter = collections.Counter()  # forward calls per builder tag
-SIZES = (16.0, 32.0)  # box sides the dummy proposes at every cell
-
-
-class GridDetector(Detector):
-    """Class logits on a stride-8 grid; each cell proposes a 16 px and a 32 px box."""
-
-    name = "grid"
-
-    def __init__(self, num_classes: int, tag: str, fail: type | None = None, **kwargs) -> None:
-        super().__init__(num_classes, nn.Conv2d(3, 4, 3, stride=8, padding=1))
-        self.head = nn.Conv2d(4, num_classes * len(SIZES), 1)
-        self.tag, self.fail, self.kwargs = tag, fail, kwargs
-
-    def forward(self, images: torch.Tensor) -> dict:
-        check_images(images)
-        CALLS[self.tag] += 1
-        if self.fail is not None:
-            raise self.fail(f"{self.tag}: simulated crash")
-        return {"logits": self.head(self.backbone(images))}  # (N, K*2, H/8, W/8)
-
-    def loss(self, outputs: dict, targets: list) -> dict:
-        loss = outputs["logits"].float().sigmoid().mean()
-        return {"loss": loss, "loss_mean": loss.detach()}
-
-    def decode(self, outputs: dict, image_sizes: list) -> list[Detections]:
-        logits = outputs["logits"]
-        n, c, h, w = logits.shape
-        k = c // len(SIZES)
-        # (N, 2*K, h, w) -> (N, h*w*2, K)
-        probs = logits.sigmoid().view(n, len(SIZES), k, h, w).permute(0, 3, 4, 1, 2)
-        probs = probs.reshape(n, -1, k)
-        dev = logits.device
-        ys, xs, ss = torch.meshgrid(
-            torch.arange(float(h), device=dev),
-            torch.arange(float(w), device=dev),
-            torch.tensor(SIZES, device=dev),
-            indexing="ij",
-        )
-        cx, cy, half = (xs.flatten() + 0.5) * 8, (ys.flatten() + 0.5) * 8, ss.flatten() / 2
-        boxes = torch.stack([cx - half, cy - half, cx + half, cy + half], 1)
-        out = []
-        for i, (ih, iw) in enumerate(image_sizes):
-            scores, labels = probs[i].max(1)
-            keep = scores.argsort(descending=True)[: self.max_detections]
-            b = boxes[keep].clone()
-            b[:, 0::2] = b[:, 0::2].clamp(0, iw)
-            b[:, 1::2] = b[:, 1::2].clamp(0, ih)
-            out.append(Detections(b, scores[keep], labels[keep]))
-        return out
-
-    def anchors_per_image(self, height: int, width: int) -> int:
-        return len(SIZES) * math.ceil(height / 8) * math.ceil(width / 8)
-
-    def assignment_stats(self, outputs: dict, targets: list) -> dict:
-        pos = sum(len(t["boxes"]) for t in targets) / len(targets)
-        total = self.anchors_per_image(*outputs["logits"].shape[-2:]) * 64
-        return {"positives": pos, "negatives": total - pos, "ignored": 0.0}
-
-
-def grid(tag: str, fail: type | None = None):
-    def build(num_classes: int, backbone: str = "tiny", preset: str = "synthetic", **kwargs):
-        return GridDetector(num_classes, tag, fail, **kwargs)
-
-    return build
-
 
 BUILDERS = {"alpha": grid("alpha"), "beta": grid("beta")}
 
