@@ -162,13 +162,16 @@ def cornernet_decode_op(
 ) -> torch.Tensor:
     """``torch.ops.cornerbench.cornernet_decode``: :func:`kernels.cornernet_decode` as an op."""
     heads = (tl_heat, br_heat, tl_tag, br_tag, tl_regr, br_regr)
-    op = _cornernet_decode if _traced() else _cornernet_decode._init_fn
-    return op(*heads, int(K), int(kernel), float(ae_threshold), int(num_dets), backend)
+    if not _traced():  # eager: the function the op wraps, without the dispatcher
+        return cornernet_decode(*heads, K=int(K), kernel=int(kernel),
+                                ae_threshold=float(ae_threshold), num_dets=int(num_dets),
+                                backend=backend)  # fmt: skip
+    return _cornernet_decode(*heads, int(K), int(kernel), float(ae_threshold), int(num_dets),
+                             backend)  # fmt: skip
 
 
 # ---------------------------------------------------------------- soft-NMS, padded
-@torch.library.custom_op(f"{NAMESPACE}::select_detections", mutates_args=())
-def _select_detections(
+def _select_padded(
     rows: torch.Tensor,
     method: str,
     sigma: float,
@@ -199,6 +202,22 @@ def _select_detections(
     return boxes, scores, labels, torch.tensor(counts, dtype=torch.int64, device=rows.device)
 
 
+@torch.library.custom_op(f"{NAMESPACE}::select_detections", mutates_args=())
+def _select_detections(
+    rows: torch.Tensor,
+    method: str,
+    sigma: float,
+    iou_threshold: float,
+    score_threshold: float,
+    offset: float,
+    max_per_image: int,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _select_padded(
+        rows, method, sigma, iou_threshold, score_threshold, offset, max_per_image, backend
+    )
+
+
 @_select_detections.register_fake
 def _(rows, method, sigma, iou_threshold, score_threshold, offset, max_per_image, backend):
     n, m = rows.shape[0], max_per_image
@@ -226,7 +245,7 @@ def select_detections_op(
     runs with ``top_k=M`` (the CPU path stops once the M best are settled: the same output).
     """
     params = (float(sigma), float(iou_threshold), float(score_threshold), float(offset))
-    op = _select_detections if _traced() else _select_detections._init_fn
+    op = _select_detections if _traced() else _select_padded  # eager: no dispatcher
     return op(rows, method, *params, int(max_per_image), backend)
 
 
