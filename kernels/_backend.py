@@ -20,7 +20,8 @@ asking. A tensor counts as CUDA by ``is_cuda``, which bench.aot.cases patches to
 tensors compile as CUDA ones.
 
 Also here: :func:`check_backend` (the backend name), :func:`check_float_tensor` (a floating
-tensor with named axes) and :func:`is_int` (a Python or numpy integer, not a bool).
+tensor with named axes), :func:`check_boxes_scores` (finite scores, finite xyxy boxes with
+x1 <= x2 and y1 <= y2) and :func:`is_int` (a Python or numpy integer, not a bool).
 """
 
 from __future__ import annotations
@@ -56,6 +57,24 @@ def check_float_tensor(t: object, name: str, axes: str) -> None:
         raise ValueError(f"{name}: expected {dims} dims ({axes}), got shape {tuple(t.shape)}")
     if not t.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point dtype, got {t.dtype}")
+
+
+def check_boxes_scores(boxes: torch.Tensor, scores: torch.Tensor) -> None:
+    """ValueError unless every score is finite and every (N, 4) box is finite with x1 <= x2
+    and y1 <= y2 (xyxy), naming the argument, the first bad index and its value. One host
+    sync; none for meta or empty tensors. Types and shapes are the caller's to check."""
+    if boxes.is_meta or boxes.shape[0] == 0:
+        return
+    finite = torch.isfinite(scores)
+    ordered = torch.isfinite(boxes).all(1) & (boxes[:, 2:] >= boxes[:, :2]).all(1)
+    if bool(finite.all() & ordered.all()):
+        return
+    if not bool(finite.all()):
+        i = int((~finite).nonzero()[0])
+        raise ValueError(f"scores: expected finite values, got {float(scores[i])} at index {i}")
+    i = int((~ordered).nonzero()[0])
+    got = f"got {boxes[i].tolist()} at index {i}"
+    raise ValueError(f"boxes: expected finite x1 <= x2 and y1 <= y2 (xyxy), {got}")
 
 
 def use_triton(

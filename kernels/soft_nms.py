@@ -54,16 +54,17 @@ MAX_DENSE factors.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 import triton
 import triton.language as tl
 
-from kernels._backend import check_backend, use_triton
+from kernels._backend import check_backend, check_boxes_scores, use_triton
 from kernels.soft_nms_cpu import METHODS, _rows, _soft_nms_loop, batched_numpy
 
 MAX_TRITON_BOXES = 8192  # boxes per class that one Triton program keeps in registers
-_PARAMS = ("method", "sigma", "iou_threshold", "score_threshold", "offset")
 
 
 # ---------------------------------------------------------------- torch reference
@@ -78,9 +79,14 @@ def soft_nms_reference(
     offset: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Torch specification of :func:`soft_nms`: the original's loop, array swaps included."""
-    _check(boxes, scores, None, method, sigma, "torch")
-    rows, idx = _rows(boxes, scores, offset)
-    args = (METHODS[method], sigma, iou_threshold, score_threshold, offset)
+    _check(boxes, scores, None, method, sigma, iou_threshold, "torch")
+    return _reference(boxes, scores, (method, sigma, iou_threshold, score_threshold, offset))
+
+
+def _reference(boxes, scores, params: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`soft_nms_reference` on checked inputs (each public function checks once)."""
+    rows, idx = _rows(boxes, scores, params[4])
+    args = (METHODS[params[0]], *params[1:])
     if rows.device.type == "cpu":  # numpy views of the same memory: less overhead per op
         n = _soft_nms_loop(rows.numpy(), idx.numpy(), *args, xp=np)
     else:
@@ -214,7 +220,9 @@ def _soft_nms_fwd(
 
 
 # ---------------------------------------------------------------- public
-def _check(boxes, scores, labels, method, sigma, backend) -> None:
+def _check(boxes, scores, labels, method, sigma, iou_threshold, backend) -> None:
+    """Every public function's checks, once per call: types, shapes, dtypes, devices and
+    parameters, then the values (kernels._backend.check_boxes_scores: one host sync)."""
     named = {"boxes": boxes, "scores": scores, "labels": labels}
     for name, t in named.items():
         if not isinstance(t, torch.Tensor) and not (name == "labels" and t is None):
@@ -234,9 +242,12 @@ def _check(boxes, scores, labels, method, sigma, backend) -> None:
             raise ValueError(f"{name}: expected device {boxes.device} (as boxes), got {t.device}")
     if method not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
-    if not sigma > 0:
+    if not isinstance(sigma, numbers.Real) or not sigma > 0:  # also refuses NaN
         raise ValueError(f"sigma: expected a positive float, got {sigma!r}")
+    if not isinstance(iou_threshold, numbers.Real) or not 0 <= iou_threshold <= 1:
+        raise ValueError(f"iou_threshold: expected a float in [0, 1], got {iou_threshold!r}")
     check_backend(backend)
+    check_boxes_scores(boxes, scores)
 
 
 def _use_triton(boxes: torch.Tensor, scores: torch.Tensor, backend: str, max_size: int) -> bool:
@@ -250,29 +261,10 @@ def _use_triton(boxes: torch.Tensor, scores: torch.Tensor, backend: str, max_siz
     return use_triton((boxes, scores), backend, limit)
 
 
-def _check_values(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> None:
-    """soft_nms's value checks: finite scores, finite boxes with x1 <= x2 and y1 <= y2 (one
-    host sync; skipped for meta tensors), 0 <= iou_threshold <= 1."""
-    if not 0 <= iou_threshold <= 1:  # also refuses NaN
-        raise ValueError(f"iou_threshold: expected a float in [0, 1], got {iou_threshold!r}")
-    if boxes.is_meta or boxes.shape[0] == 0:
-        return
-    finite = torch.isfinite(scores)
-    ordered = torch.isfinite(boxes).all(1) & (boxes[:, 2:] >= boxes[:, :2]).all(1)
-    if bool(finite.all() & ordered.all()):
-        return
-    if not bool(finite.all()):
-        i = int((~finite).nonzero()[0])
-        raise ValueError(f"scores: expected finite values, got {float(scores[i])} at index {i}")
-    i = int((~ordered).nonzero()[0])
-    got = f"got {boxes[i].tolist()} at index {i}"
-    raise ValueError(f"boxes: expected finite x1 <= x2 and y1 <= y2 (xyxy), {got}")
-
-
-def _check_labelled(boxes, scores, labels, method, sigma, backend) -> None:
+def _check_labelled(boxes, scores, labels, method, sigma, iou_threshold, backend) -> None:
     if not isinstance(labels, torch.Tensor):
         raise ValueError(f"labels: expected a torch.Tensor, got {type(labels).__name__}")
-    _check(boxes, scores, labels, method, sigma, backend)
+    _check(boxes, scores, labels, method, sigma, iou_threshold, backend)
 
 
 def _segments(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -302,15 +294,15 @@ def soft_nms(
     backend: "auto" (Triton for CUDA fp16/bf16/fp32 tensors, the reference otherwise), "triton"
     or "torch" (see kernels._backend).
     Returns kept indices (M,) int64 in emission order and their rescored scores (M,) float32.
-    Inputs are not modified. ValueError for a score or box coordinate not finite, a box with
-    x2 < x1 or y2 < y1, an iou_threshold outside [0, 1].
+    Inputs are not modified. ValueError naming the argument for a wrong type, shape, dtype or
+    device, a score or box coordinate not finite, a box with x2 < x1 or y2 < y1, a sigma not
+    > 0 (NaN included), an iou_threshold outside [0, 1] (every public function here).
     """
-    _check(boxes, scores, None, method, sigma, backend)
-    _check_values(boxes, scores, iou_threshold)
+    _check(boxes, scores, None, method, sigma, iou_threshold, backend)
     params = (method, sigma, iou_threshold, score_threshold, offset)
     n = boxes.shape[0]
     if n == 0 or not _use_triton(boxes, scores, backend, n):
-        return soft_nms_reference(boxes, scores, **dict(zip(_PARAMS, params)))
+        return _reference(boxes, scores, params)
     order = torch.arange(n, device=boxes.device)
     sizes = torch.tensor([n], device=boxes.device)
     return _soft_nms_fwd(boxes, scores, order, sizes, n, params)
@@ -336,17 +328,18 @@ def soft_nms_per_class(
     On the Triton backend one launch handles all classes (one program per class); on the torch
     backend a Python loop over classes runs :func:`soft_nms_reference`: the specification of
     :func:`batched_soft_nms`, which gives the same results much faster on the CPU.
+    ValueErrors: :func:`soft_nms`'s, and for labels not an (N,) integer tensor on boxes' device.
     """
-    _check_labelled(boxes, scores, labels, method, sigma, backend)
+    _check_labelled(boxes, scores, labels, method, sigma, iou_threshold, backend)
     params = (method, sigma, iou_threshold, score_threshold, offset)
     if boxes.shape[0] == 0:
-        return soft_nms_reference(boxes, scores, **dict(zip(_PARAMS, params)))
+        return _reference(boxes, scores, params)
     order, sizes, max_size = _segments(labels)
     if _use_triton(boxes, scores, backend, max_size):
         return _soft_nms_fwd(boxes, scores, order, sizes, max_size, params)
     keeps, kept = [], []
     for members in torch.split(order, sizes.tolist()):
-        k, s = soft_nms_reference(boxes[members], scores[members], **dict(zip(_PARAMS, params)))
+        k, s = _reference(boxes[members], scores[members], params)
         keeps.append(members[k])
         kept.append(s)
     return torch.cat(keeps), torch.cat(kept)
@@ -369,26 +362,27 @@ def batched_soft_nms(
 
     boxes (N, 4) xyxy, scores (N,) floats, labels (N,) integers (any values, in any order).
     Returns kept indices (M,) int64 and rescored scores (M,) float32, classes in ascending
-    label order, each class in emission order; the parameters are :func:`soft_nms`'s.
+    label order, each class in emission order; the parameters and ValueErrors are
+    :func:`soft_nms`'s (and for labels not an (N,) integer tensor on boxes' device).
     Triton (CUDA fp16/bf16/fp32 tensors under "auto"): one program per class, as
     :func:`soft_nms_per_class`.
     torch: numpy on the CPU (CUDA inputs are copied there and the results back), every class
     at once, one pick per class per step (see the module docstring), falling back to the
     per-class loop for a class whose picks tie (the original's array positions decide those)
-    and for inputs outside the fast path's conditions (a score < 0 or not finite, a box not
-    finite, a linear weight outside [0, 1], a class of more than about 1447 boxes).
+    and for inputs outside the fast path's conditions (a score < 0, a score_threshold or
+    offset not finite, a linear weight outside [0, 1], a class of more than about 1447 boxes).
 
     ``top_k`` (None: everything), for callers that keep only the top_k highest rescored
     scores: the CPU path may then stop early and return, per class, a prefix of its emission
     that still holds every box of the top_k (exactly: the top_k of the result equal the
     top_k of the full result, ties in the same order). The Triton path ignores it.
     """
-    _check_labelled(boxes, scores, labels, method, sigma, backend)
+    _check_labelled(boxes, scores, labels, method, sigma, iou_threshold, backend)
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
     params = (method, sigma, iou_threshold, score_threshold, offset)
     if boxes.shape[0] == 0:
-        return soft_nms_reference(boxes, scores, **dict(zip(_PARAMS, params)))
+        return _reference(boxes, scores, params)
     if backend != "torch" and (boxes.is_cuda or backend == "triton"):
         order, sizes, max_size = _segments(labels)
         if _use_triton(boxes, scores, backend, max_size):

@@ -395,17 +395,15 @@ def test_batched_groups_of_classes_and_classes_too_large(monkeypatch, method: st
 
 @pytest.mark.parametrize(
     "change",
-    ["negative_scores", "nan_score", "inf_box", "zero_scores", "nan_threshold"],
-)
+    ["negative_scores", "inf_threshold", "zero_scores", "nan_threshold"],
+)  # non-finite scores and boxes are refused: test_value_errors_name_the_argument
 def test_batched_outside_the_fast_path_still_matches(change: str) -> None:
     boxes, scores, labels = _labelled(40, 4, seed=13)
     kw = dict(method="linear", score_threshold=0.01)
     if change == "negative_scores":
         scores = scores - 0.5
-    elif change == "nan_score":
-        scores[7] = float("nan")
-    elif change == "inf_box":
-        boxes[3, 2] = float("inf")
+    elif change == "inf_threshold":
+        kw["score_threshold"] = float("inf")
     elif change == "zero_scores":
         scores[::2] = 0.0
         kw["score_threshold"] = 0.0
@@ -482,6 +480,77 @@ def test_batched_edges_dtypes_strides() -> None:
 def test_batched_bad_input_raises(args, kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         batched_soft_nms(*args, **kwargs)
+
+
+GOOD_BOXES = torch.tensor([[0.0, 0, 2, 2], [1, 1, 3, 3], [4, 4, 6, 6]])
+GOOD_SCORES = torch.tensor([0.9, 0.5, 0.3])
+
+
+def _with(t: torch.Tensor, index: tuple, value: float) -> torch.Tensor:
+    t = t.clone()
+    t[index] = value
+    return t
+
+
+BAD_VALUES = {  # name: (boxes, scores, kwargs, the argument named, the rest of the message)
+    "nan_score": (GOOD_BOXES, _with(GOOD_SCORES, (1,), NAN), {}, "scores", "nan at index 1"),
+    "inf_score": (GOOD_BOXES, _with(GOOD_SCORES, (2,), INF), {}, "scores", "inf at index 2"),
+    "-inf_score": (GOOD_BOXES, _with(GOOD_SCORES, (0,), -INF), {}, "scores", "-inf at index 0"),
+    "nan_box": (_with(GOOD_BOXES, (1, 3), NAN), GOOD_SCORES, {}, "boxes", r"finite.*index 1$"),
+    "inf_box": (_with(GOOD_BOXES, (2, 2), INF), GOOD_SCORES, {}, "boxes", r"finite.*index 2$"),
+    "x2<x1": (_with(GOOD_BOXES, (1, 2), 0.5), GOOD_SCORES, {}, "boxes", r"x1 <= x2.*index 1$"),
+    "y2<y1": (_with(GOOD_BOXES, (2, 3), 3.0), GOOD_SCORES, {}, "boxes", r"y1 <= y2.*index 2$"),
+    "iou>1": (GOOD_BOXES, GOOD_SCORES, {"iou_threshold": 1.5}, "iou_threshold", r"\[0, 1\]"),
+    "iou<0": (GOOD_BOXES, GOOD_SCORES, {"iou_threshold": -0.1}, "iou_threshold", "-0.1"),
+    "iou_nan": (GOOD_BOXES, GOOD_SCORES, {"iou_threshold": NAN}, "iou_threshold", "nan"),
+    "iou_str": (GOOD_BOXES, GOOD_SCORES, {"iou_threshold": "0.5"}, "iou_threshold", "'0.5'"),
+    "sigma<0": (GOOD_BOXES, GOOD_SCORES, {"sigma": -0.5}, "sigma", "positive.*-0.5"),
+    "sigma_nan": (GOOD_BOXES, GOOD_SCORES, {"sigma": NAN}, "sigma", "positive.*nan"),
+    "sigma_0": (GOOD_BOXES, GOOD_SCORES, {"sigma": 0.0}, "sigma", "positive"),
+    "scores_len": (GOOD_BOXES, torch.zeros(4), {}, "scores", r"shape \(3,\), got \(4,\)"),
+    "scores_2d": (GOOD_BOXES, torch.zeros(3, 1), {}, "scores", r"shape \(3,\), got \(3, 1\)"),
+    "boxes_5": (torch.zeros(3, 5), GOOD_SCORES, {}, "boxes", r"\(N, 4\), got \(3, 5\)"),
+    "boxes_1d": (torch.zeros(12), GOOD_SCORES, {}, "boxes", r"\(N, 4\), got \(12,\)"),
+}
+PUBLIC = {  # every public function of kernels.soft_nms, with labels where it takes them
+    "soft_nms": lambda b, s, labels, **kw: soft_nms(b, s, **kw),
+    "soft_nms_reference": lambda b, s, labels, backend, **kw: soft_nms_reference(b, s, **kw),
+    "soft_nms_per_class": soft_nms_per_class,
+    "batched_soft_nms": batched_soft_nms,
+}
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("fn", list(PUBLIC))
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_value_errors_name_the_argument(case: str, fn: str, backend: str) -> None:
+    """Refused before any backend runs (the Triton paths too: they would read NaN boxes as
+    boxes); the message starts with the argument's name."""
+    boxes, scores, kwargs, name, detail = BAD_VALUES[case]
+    labels = torch.tensor([0, 1, 0])
+    with pytest.raises(ValueError, match=rf"^{name}: .*{detail}") as info:
+        PUBLIC[fn](boxes, scores, labels, backend=backend, **kwargs)
+    assert info.value.args[0].startswith(f"{name}: ")  # the argument, not just a word in it
+
+
+@pytest.mark.parametrize("fn", ["soft_nms_per_class", "batched_soft_nms"])
+@pytest.mark.parametrize(
+    "labels,match",
+    [(torch.tensor([0, 1]), r"labels: expected shape \(3,\), got \(2,\)"),
+     (torch.tensor([[0], [1], [0]]), r"labels: expected shape \(3,\), got \(3, 1\)")],
+    ids=["short", "2d"],
+)  # fmt: skip
+def test_labels_shape_mismatch_names_labels(fn: str, labels, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        PUBLIC[fn](GOOD_BOXES, GOOD_SCORES, labels)
+
+
+def test_valid_input_still_runs_on_every_public_function() -> None:
+    """The checks refuse only what they should: touching boxes (x1 == x2) are fine."""
+    boxes = _with(GOOD_BOXES, (2, 2), 4.0)
+    for fn in PUBLIC.values():
+        keep, kept = fn(boxes, GOOD_SCORES, torch.tensor([0, 1, 0]), backend="torch")
+        assert keep.shape == kept.shape and torch.isfinite(kept).all()
 
 
 @pytest.mark.gpu
