@@ -49,8 +49,8 @@ def test_cli_unknown_command_exits_2() -> None:
 
 #: layers, bottom (0) to top: a module may import only from layers below its own
 LAYERS: dict[str, int] = {
-    "kernels": 0, "detectors": 1, "bench": 2, "bench.errors": 2,
-    "bench.distributed": 3, "bench.data": 3, "bench.results": 3, "bench.spec": 3,
+    "kernels": 0, "detectors": 1, "bench": 2, "bench.errors": 2, "bench.faults": 2,
+    "bench.procs": 2, "bench.distributed": 3, "bench.data": 3, "bench.results": 3, "bench.spec": 3,
     "bench.train": 4, "bench.anchors": 4, "bench.aot": 4,
     "bench.measure": 5, "bench.commands": 6, "bench.cli": 7, "bench.__main__": 8,
 }  # fmt: skip

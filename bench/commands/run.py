@@ -52,6 +52,7 @@ from bench.distributed import broadcast_from_main, init_from_env, local_device, 
 from bench.errors import UsageError
 from bench.measure.suite import (
     PROFILES,
+    anchor_preset,
     default_input_size,
     prepare_data,
     run_suite,
@@ -125,7 +126,9 @@ def run_spec(
     input_size = args.input_size or default_input_size(kind, root)
     if input_size < 32:
         raise UsageError(f"--input-size {input_size}: expected an int >= 32")
-    preset = "synthetic" if kind == "synthetic" else "paper"
+    preset, why = anchor_preset(kind, root)
+    if why:
+        err.print(f"data: {why}", markup=False)
     data = DataSpec(args.data, kind, root, input_size, preset, profile.max_images)
     iters = max(profile.iters, 100) if device.type == "cuda" else profile.iters
     batches = parse_int_list(args.batch_size, "--batch-size")

@@ -83,7 +83,8 @@ def _data_root(spec: str) -> Path:
                 return Path(path)
             except UsageError:
                 pass
-        return ensure_synthetic(Path(path or "data/synthetic"))
+        # a folder the user named is never replaced (bench data synthetic --overwrite does)
+        return ensure_synthetic(Path(path or "data/synthetic"), overwrite=not path)
     if kind == "coco" and path:
         if Path(path).exists() and not Path(path).is_dir():
             raise UsageError(

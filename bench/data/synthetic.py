@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from PIL import Image
 
 from bench.data.render import CATEGORIES, DIFFICULTIES, render_image
 from bench.errors import UsageError
+from bench.procs import clear_stale, die_with_parent, owned_name
 
 DEFAULT_DIFFICULTY = "standard"
 PRESETS: dict[str, dict[str, int | str]] = {
@@ -122,7 +122,8 @@ def _generate_split(
     else:
         # fork on Linux (fast; workers use only numpy and PIL), spawn elsewhere
         method = "fork" if sys.platform.startswith("linux") else "spawn"
-        with multiprocessing.get_context(method).Pool(workers) as pool:
+        ctx = multiprocessing.get_context(method)
+        with ctx.Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             results = pool.map(_render_to_file, jobs, chunksize=max(1, num // (workers * 8)))
     images, annotations, dropped = [], [], 0
     for i, (anns, n_dropped) in enumerate(results):
@@ -144,7 +145,9 @@ def _generate_split(
     return {"images": num, "annotations": len(annotations), "dropped_occluded": dropped}
 
 
-def _read_fingerprint(root: Path) -> dict | None:
+def read_fingerprint(root: Path) -> dict | None:
+    """``root/synthetic.json`` when this generator wrote it (the folder is a synthetic set,
+    whatever ``--data`` calls it), else None."""
     try:
         data = json.loads((root / FINGERPRINT_NAME).read_text())
     except (OSError, ValueError):
@@ -170,10 +173,12 @@ def generate_synthetic(
     ``out/synthetic.json`` (parameters and counts) and, with ``card``, the dataset card
     (``README.md``, ``card.json``, ``card_stats.png``, ``card_samples.png``).
 
-    Everything is written into ``out.tmp-XXXX`` beside ``out`` and renamed at the end, so an
-    interrupted run never leaves a folder that looks complete. An existing non-empty ``out``
-    is a ``UsageError`` unless ``overwrite``, and is only ever replaced when it holds a
-    ``synthetic.json`` of this generator. ``workers`` defaults to the CPU count (at most 8).
+    Everything is written into ``out.tmp-<pid>-XXXX`` beside ``out`` and renamed at the end,
+    so an interrupted run never leaves a folder that looks complete; one left by a killed
+    generator is removed by the next one (:func:`bench.procs.clear_stale`). An existing
+    non-empty ``out`` is a ``UsageError`` unless ``overwrite``, and is only ever replaced when
+    it holds a ``synthetic.json`` of this generator. ``workers`` defaults to the CPU count (at
+    most 8).
     """
     validate_params(num_train, num_val, image_size, seed, difficulty)
     workers = min(os.cpu_count() or 1, 8) if workers is None else int(workers)
@@ -188,14 +193,17 @@ def generate_synthetic(
                 f"output folder {out} exists and is not empty; pass --overwrite to replace it "
                 "or choose another --out"
             )
-        if _read_fingerprint(out) is None:
+        if read_fingerprint(out) is None:
             raise UsageError(
                 f"output folder {out} is not empty and holds no {FINGERPRINT_NAME}: it is not a "
                 "cornerbench synthetic dataset, so it is not replaced; choose another --out"
             )
-    token, final = secrets.token_hex(4), out.resolve()  # resolved: "." has no name
-    tmp = final.with_name(f"{final.name}.tmp-{token}")
-    tmp.mkdir(parents=True)
+    final = out.resolve()  # resolved: "." has no name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for tag in (".tmp-", ".old-"):  # left by a generator that was killed (SIGKILL)
+        clear_stale(final.parent, final.name + tag)
+    tmp = final.with_name(owned_name(f"{final.name}.tmp-"))
+    tmp.mkdir()
     try:
         (tmp / "annotations").mkdir()
         params = {"num_train": num_train, "num_val": num_val, "image_size": image_size}
@@ -215,7 +223,7 @@ def generate_synthetic(
         # the fingerprint is written last: a folder with it is complete
         (tmp / FINGERPRINT_NAME).write_text(json.dumps(info, indent=2) + "\n")
         if final.exists():
-            old = final.with_name(f"{final.name}.old-{token}")
+            old = final.with_name(owned_name(f"{final.name}.old-"))
             final.rename(old)
             tmp.rename(final)
             shutil.rmtree(old)
@@ -228,8 +236,9 @@ def generate_synthetic(
 
 
 def ensure_synthetic(
-    root: str | Path, *, workers: int | None = None, card: bool = True, **params: int
-) -> Path:
+    root: str | Path, *, workers: int | None = None, card: bool = True, overwrite: bool = True,
+    **params: int,
+) -> Path:  # fmt: skip
     """Return ``root`` (absolute), generating the synthetic set there unless it is complete.
 
     ``params`` (``num_train``, ``num_val``, ``image_size``, ``seed``, ``difficulty``) override
@@ -237,7 +246,8 @@ def ensure_synthetic(
     Complete means: ``root/synthetic.json`` names this generator version and these parameters,
     and both annotation files and image folders (with the right image counts) exist. A stale
     set made by this generator is replaced; a non-empty folder that is not one raises
-    ``UsageError``.
+    ``UsageError``. Without ``overwrite`` (a folder the user named, as ``bench data synthetic``
+    without ``--overwrite``) nothing non-empty is replaced: ``UsageError`` naming what is wrong.
     """
     unknown = set(params) - set(PRESETS["default"])
     if unknown:
@@ -245,14 +255,36 @@ def ensure_synthetic(
     params = {**PRESETS["default"], **params}
     validate_params(**params)
     root = Path(root).resolve()
-    info = _read_fingerprint(root)
-    if info and info.get("version") == GENERATOR_VERSION and info.get("params") == params:
-        complete = all(
-            (root / "annotations" / f"instances_{split}.json").is_file()
-            and (root / split).is_dir()
-            and sum(1 for _ in os.scandir(root / split)) == params[f"num_{split}"]
-            for split in _SPLITS
+    info = read_fingerprint(root)
+    recorded = (info or {}).get("params") or {}
+    missing = [
+        what
+        for split in _SPLITS
+        for what, ok in (
+            (
+                f"annotations/instances_{split}.json",
+                (root / "annotations" / f"instances_{split}.json").is_file(),
+            ),
+            (
+                f"{split}/ ({recorded.get(f'num_{split}', '?')} images)",
+                (root / split).is_dir()
+                and sum(1 for _ in os.scandir(root / split)) == recorded.get(f"num_{split}"),
+            ),
+        )  # fmt: skip
+        if not ok
+    ]
+    same = info is not None and info.get("version") == GENERATOR_VERSION and recorded == params
+    if same and not missing:
+        return root
+    if not overwrite and root.is_dir() and any(root.iterdir()):
+        why = (
+            f"no {FINGERPRINT_NAME}" if info is None
+            else f"missing or incomplete: {', '.join(missing)}" if missing
+            else "made by another generator version or with other parameters"
+        )  # fmt: skip
+        raise UsageError(
+            f"{root} is not a complete synthetic set ({why}) and is not replaced, so that "
+            f"nothing in it is lost: regenerate it with `python -m bench data synthetic --out "
+            f"{root} --overwrite`, or name another folder"
         )
-        if complete:
-            return root
     return generate_synthetic(root, **params, workers=workers, overwrite=True, card=card)

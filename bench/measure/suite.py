@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from bench.data.coco import find_split
-from bench.data.synthetic import PRESETS, ensure_synthetic
+from bench.data.synthetic import PRESETS, ensure_synthetic, read_fingerprint
 from bench.distributed import barrier, broadcast_from_main, on_main
 from bench.errors import UsageError
 from bench.measure.detector import EvalSet, measure_variant
@@ -46,6 +46,7 @@ __all__ = [
     "Profile",
     "SuiteOutcome",
     "Weights",
+    "anchor_preset",
     "default_input_size",
     "prepare_data",
     "resolve_weights",
@@ -121,11 +122,26 @@ def prepare_data(spec: str, profile: Profile) -> tuple[str, Path]:
                 pass
         default = "data/synthetic" + ("-smoke" if profile.synthetic == "smoke" else "")
         preset = PRESETS[profile.synthetic]
-        return kind, ensure_synthetic(Path(path or default), card=False, **preset)
+        root = Path(path or default)  # a folder the user named is never replaced
+        return kind, ensure_synthetic(root, card=False, overwrite=not path, **preset)
     if kind == "coco" and path:
         find_split(path, "val")  # UsageError naming the paths tried
         return kind, Path(path).resolve()
     raise UsageError(f"--data {spec!r}: expected synthetic, synthetic:PATH or coco:PATH")
+
+
+def anchor_preset(kind: str, root: Path) -> tuple[str, str]:
+    """The detectors' anchor preset for a data set, and why when ``--data`` does not say it:
+    ``synthetic`` for a folder this suite's generator wrote (its ``synthetic.json``), also
+    when given as ``coco:PATH``; ``paper`` for any other COCO-layout folder."""
+    if kind == "synthetic":
+        return "synthetic", ""
+    if read_fingerprint(root) is not None:
+        return "synthetic", (
+            f"{root} holds a synthetic.json: a synthetic set read as COCO, so the detectors use "
+            "the synthetic preset (anchors, zoo files) as with --data synthetic:PATH"
+        )
+    return "paper", ""
 
 
 def default_input_size(kind: str, root: Path) -> int:

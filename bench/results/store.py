@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -42,6 +41,8 @@ from typing import IO, Any
 import pandas as pd
 
 from bench.errors import UsageError
+from bench.faults import fault_point
+from bench.procs import clear_stale, owned_name
 from bench.results.env import collect_env
 
 KEY_FIELDS: tuple[str, ...] = ("detector", "backbone", "input_size", "device", "dtype", "batch")
@@ -71,7 +72,8 @@ def write_atomic(
     path = Path(path)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    clear_stale(folder, f".{path.name}.", ".tmp")  # left by a killed writer (SIGKILL)
+    tmp = folder / owned_name(f".{path.name}.", ".tmp")
     # os.open with mode 0o666 lets the umask decide the permissions, as open() would
     # (tempfile.mkstemp would leave the final file readable by its owner only).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -81,6 +83,7 @@ def write_atomic(
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        fault_point(f"write:{path.name}")  # tests signal here: written, not yet renamed
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

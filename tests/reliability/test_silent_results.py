@@ -241,3 +241,57 @@ def test_wrong_shapes_exit_2_and_non_finite_weights_are_marked(
         preset="synthetic", cat_ids=cat_ids, builders=dummies,
     )  # fmt: skip
     assert got["alpha"].kind == "zoo" and "NaN or inf in 2 tensors" in got["alpha"].note
+
+
+# ------------------------------------------------ poor: data and weights that fall back silently
+def _default_zoo_file(tmp_path: Path, data: Path) -> Path:
+    """The dummy detector's file in the (isolated) default zoo, trained on ``data``'s classes."""
+    coco = json.loads((data / "annotations" / "instances_val.json").read_text())
+    cat_ids = sorted(c["id"] for c in coco["categories"])
+    path = tmp_path / "repo" / "zoo" / "alpha-tiny.pt"
+    _zoo_file(path, "alpha", build_grid(len(cat_ids)), len(cat_ids), cat_ids)
+    return path
+
+
+def test_coco_data_on_a_synthetic_folder_uses_the_synthetic_preset(
+    data, tmp_path, capsys, isolated
+):
+    _default_zoo_file(tmp_path, data)  # trained with the synthetic preset
+    out = tmp_path / "out"
+    argv = ["run", "--profile", "smoke", "--no-progress", "--detectors", "alpha"]
+    code = main([*argv, "--data", f"coco:{data}", "--out", str(out)])
+    text = "".join(capsys.readouterr())
+    assert code == 0 and "Traceback" not in text, text
+    assert f"{data} holds a synthetic.json" in text and "RANDOM" not in text
+    row, _ = results(out)
+    assert row["weights"] == "zoo"  # before: the paper preset, no zoo file for it, random
+
+
+def test_a_corrupt_default_zoo_file_says_why_on_the_console(data, tmp_path, bench_run):
+    path = _default_zoo_file(tmp_path, data)
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    code, text = bench_run(data, tmp_path / "out")
+    assert code == 0 and "Traceback" not in text, text
+    assert "RANDOM WEIGHTS" in text
+    why = [line for line in text.splitlines() if line.strip().startswith("alpha:")]
+    assert why and str(path) in why[0] and "no alpha-tiny.pt" not in why[0], text
+    row, _ = results(tmp_path / "out")
+    assert row["weights"] == "random" and str(path) in row["weights_note"]
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_an_incomplete_synthetic_folder_is_not_regenerated_without_overwrite(
+    command, data, tmp_path, capsys, isolated
+):
+    split = "val" if command == "run" else "train"
+    (data / "annotations" / f"instances_{split}.json").unlink()  # an interrupted copy, say
+    mine = data / "my-notes.txt"
+    mine.write_text("the user's own file\n")
+    argv = [command, "--data", f"synthetic:{data}", "--out", str(tmp_path / "out")]
+    argv += ["--detectors", "alpha" if command == "run" else "centernet", "--no-progress"]
+    code = main(argv + (["--profile", "smoke"] if command == "run" else ["--budget", "8"]))
+    text = "".join(capsys.readouterr())
+    assert code == 2 and "Traceback" not in text, text
+    assert str(data) in text and "--overwrite" in text and "missing" in text
+    assert mine.read_text() == "the user's own file\n"  # before: regenerated, deleted
+    assert not (data / "annotations" / f"instances_{split}.json").exists()
